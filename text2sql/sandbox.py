@@ -1,0 +1,260 @@
+"""The only way SQL written by a user or a model gets run: a locked-down SQLite connection.
+
+Layers (each stops something the others don't; see SECURITY notes in README):
+
+* the file is opened read-only (URI ``mode=ro``; ``immutable=1`` on a private copy of an
+  upload), with ``PRAGMA query_only=1``, ``trusted_schema=OFF`` (views and triggers in an
+  uploaded file are attacker-written), ``cell_size_check=ON`` and ``mmap_size=0``;
+* ``setlimit(ATTACHED, 0)``: ``mode=ro`` alone lets ``ATTACH 'x.db'`` create and write new
+  files and ``VACUUM INTO`` copy the database;
+* an allow-list authorizer: SELECT, READ, FUNCTION (minus a deny-list) and RECURSIVE only;
+* one statement per call (sqlite3's ``execute`` refuses more; ``executescript`` is never used);
+* a progress handler that interrupts any query after ``query_timeout_s``;
+* ``SQLITE_LIMIT_LENGTH`` so string functions can't build gigabyte values;
+* at most ``max_rows`` rows fetched (``fetchmany``) with a ``truncated`` flag.
+
+    from text2sql.sandbox import Sandbox
+    result = Sandbox.from_file("db.sqlite").run("SELECT count(*) FROM singer")
+    print(result.columns, result.rows, result.error)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from pathlib import Path
+from urllib.parse import quote
+
+from text2sql.errors import DatabaseFileError
+from text2sql.schema import Schema, read_schema
+from text2sql.settings import Settings, get_settings
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+_ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+# Functions that touch the file system or SQLite internals when compiled in, and printf/
+# format: printf('%.*c', 2000000000, 'x') loops for seconds inside one C call, where the
+# progress handler can't interrupt it.
+_DENIED_FUNCTIONS = {"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit", "zipfile", "printf", "format"}
+
+# Check the clock every this many SQLite VM instructions (well under a millisecond).
+_PROGRESS_EVERY = 1000
+
+
+@dataclasses.dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple]
+    truncated: bool = False
+    elapsed_ms: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _authorizer(action, arg1, arg2, db_name, trigger):
+    if action not in _ALLOWED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def _harden_pragmas(conn: sqlite3.Connection, settings: Settings) -> None:
+    conn.execute("PRAGMA query_only = 1")
+    conn.execute("PRAGMA trusted_schema = OFF")
+    conn.execute("PRAGMA cell_size_check = ON")
+    conn.execute("PRAGMA mmap_size = 0")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, settings.max_value_bytes)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, settings.max_sql_chars)
+    # LIKE/GLOB matching backtracks inside one C call; long patterns could stall it.
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 1000)
+
+
+def _set_deadline(conn: sqlite3.Connection, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_EVERY)
+
+
+def _explain_error(error: Exception, settings: Settings) -> str:
+    """A plain-language message for a refused or failed query."""
+    text = str(error)
+    lowered = text.lower()
+    if "authoriz" in lowered or "too many attached" in lowered or "readonly" in lowered or "query_only" in lowered:
+        return "Refused: only read-only SELECT queries can run here (" + text + ")."
+    if "interrupted" in lowered:
+        return f"Stopped: the query ran longer than the {settings.query_timeout_s:g} s limit."
+    if "too big" in lowered:
+        return f"Stopped: the query built a value larger than the {settings.max_value_bytes:,}-byte limit."
+    if "one statement at a time" in lowered:
+        return "Refused: only one SQL statement can run at a time."
+    if "sql too long" in lowered or "too long" in lowered:
+        return f"Refused: the SQL is longer than the {settings.max_sql_chars:,}-character limit."
+    return f"SQLite error: {text}"
+
+
+def _strip_sql(sql: str) -> str:
+    sql = (sql or "").strip()
+    while sql.endswith(";"):
+        sql = sql[:-1].rstrip()
+    return sql
+
+
+class Sandbox:
+    """A database that untrusted SQL may read. Each call opens its own hardened connection,
+    so one Sandbox can serve many threads."""
+
+    def __init__(self, open_connection: Callable[[], sqlite3.Connection], label: str, settings: Settings | None = None):
+        self._open_connection = open_connection
+        self.label = label
+        self.settings = settings or get_settings()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, *, immutable: bool = False, settings: Settings | None = None) -> Sandbox:
+        """A SQLite file opened read-only; ``immutable`` only for a private copy nobody else writes."""
+        path = Path(path)
+        if not path.is_file():
+            raise DatabaseFileError(f"No database file at {path}.")
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
+
+        def open_connection() -> sqlite3.Connection:
+            return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+        return cls(open_connection, label=path.name, settings=settings)
+
+    @classmethod
+    def from_ddl(cls, statements: Sequence[str], *, settings: Settings | None = None) -> Sandbox:
+        """An empty in-memory database with these tables (for pasted schemas): SQL can be
+        validated and run, it just finds no rows."""
+        builder = sqlite3.connect(":memory:")
+        builder.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        for statement in statements:
+            builder.execute(statement)
+        image = builder.serialize()
+        builder.close()
+
+        def open_connection() -> sqlite3.Connection:
+            conn = sqlite3.connect(":memory:", check_same_thread=False)
+            conn.deserialize(image)
+            return conn
+
+        return cls(open_connection, label="pasted schema", settings=settings)
+
+    # -- running untrusted SQL -------------------------------------------------
+
+    def _connect(self, timeout_s: float) -> sqlite3.Connection:
+        conn = self._open_connection()
+        _harden_pragmas(conn, self.settings)
+        conn.set_authorizer(_authorizer)
+        _set_deadline(conn, timeout_s)
+        return conn
+
+    def run(self, sql: str, *, max_rows: int | None = None, timeout_s: float | None = None) -> QueryResult:
+        """Run one read-only statement; never raises for bad SQL (the error is in the result)."""
+        max_rows = self.settings.max_rows if max_rows is None else max_rows
+        timeout_s = self.settings.query_timeout_s if timeout_s is None else timeout_s
+        sql = _strip_sql(sql)
+        if not sql:
+            return QueryResult(columns=[], rows=[], error="There is no SQL to run.")
+        started = time.perf_counter()
+        try:
+            with closing(self._connect(timeout_s)) as conn:
+                cursor = conn.execute(sql)
+                rows = cursor.fetchmany(max_rows + 1)
+                columns = [d[0] for d in cursor.description or []]
+        except (sqlite3.Error, sqlite3.Warning, OverflowError, MemoryError) as error:
+            elapsed = (time.perf_counter() - started) * 1000
+            return QueryResult(columns=[], rows=[], elapsed_ms=elapsed, error=_explain_error(error, self.settings))
+        elapsed = (time.perf_counter() - started) * 1000
+        return QueryResult(
+            columns=columns,
+            rows=[tuple(r) for r in rows[:max_rows]],
+            truncated=len(rows) > max_rows,
+            elapsed_ms=elapsed,
+        )
+
+    def explain(self, sql: str) -> str | None:
+        """Compile ``sql`` without running it (``EXPLAIN``): None when valid, else the error."""
+        sql = _strip_sql(sql)
+        if not sql:
+            return "There is no SQL to check."
+        try:
+            with closing(self._connect(self.settings.query_timeout_s)) as conn:
+                conn.execute("EXPLAIN " + sql).fetchall()
+        except (sqlite3.Error, sqlite3.Warning, OverflowError) as error:
+            return _explain_error(error, self.settings)
+        return None
+
+    # -- reading the schema (application-owned, no authorizer: it needs PRAGMAs) --
+
+    def read_schema(self, sample_values: int | None = None) -> Schema:
+        settings = self.settings
+        sample_values = settings.sample_values if sample_values is None else sample_values
+        try:
+            with closing(self._open_connection()) as conn:
+                _harden_pragmas(conn, settings)
+                _set_deadline(conn, settings.introspection_timeout_s)
+                return read_schema(
+                    conn,
+                    sample_values=sample_values,
+                    max_value_chars=settings.max_value_chars,
+                    max_tables=settings.max_tables,
+                )
+        except sqlite3.Error as error:
+            raise DatabaseFileError(f"Could not read the database schema: {_explain_error(error, settings)}") from None
+
+
+# ---------------------------------------------------------------------------
+# Files from outside (uploads, CLI arguments)
+
+
+def check_database_file(path: str | os.PathLike, settings: Settings | None = None) -> None:
+    """Refuse, with a reason, a file that is not a healthy SQLite database of acceptable size."""
+    settings = settings or get_settings()
+    path = Path(path)
+    if not path.is_file():
+        raise DatabaseFileError(f"No database file at {path}.")
+    size = path.stat().st_size
+    if size == 0:
+        raise DatabaseFileError("The file is empty; a SQLite database starts with a 100-byte header.")
+    if size > settings.max_upload_bytes:
+        raise DatabaseFileError(
+            f"The file is {size / 1e6:.1f} MB; the limit is {settings.max_upload_bytes / 1e6:.0f} MB."
+        )
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if not header.startswith(SQLITE_HEADER):
+        raise DatabaseFileError("This is not a SQLite database (the file does not start with 'SQLite format 3').")
+    if len(header) < 100:
+        raise DatabaseFileError("The file is truncated: it is shorter than the SQLite header.")
+    sandbox = Sandbox.from_file(path, immutable=True, settings=settings)
+    try:
+        with closing(sandbox._open_connection()) as conn:
+            _harden_pragmas(conn, settings)
+            _set_deadline(conn, settings.introspection_timeout_s)
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+    except sqlite3.Error as error:
+        raise DatabaseFileError(f"SQLite can't read this file: {error}.") from None
+    if problems != ["ok"]:
+        raise DatabaseFileError("The database is damaged (PRAGMA quick_check: " + "; ".join(problems[:3]) + ").")
+
+
+def private_copy(path: str | os.PathLike, directory: str | os.PathLike) -> Path:
+    """Copy ``path`` into ``directory`` under a fresh name, read-only, so the original is never
+    opened again and the copy can be opened with ``immutable=1``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{uuid.uuid4().hex}.sqlite"
+    shutil.copyfile(path, target)
+    target.chmod(0o400)
+    return target

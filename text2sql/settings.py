@@ -1,0 +1,81 @@
+"""Every limit the toolkit enforces, in one place, with safe defaults.
+
+Each field can be overridden by an environment variable named ``TEXT2SQL_<FIELD>``
+(upper case), e.g. ``TEXT2SQL_QUERY_TIMEOUT_S=2``. Read once per call of
+``get_settings()`` so tests can change the environment with monkeypatch.
+
+    python -c "from text2sql.settings import get_settings; print(get_settings())"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # Sandbox: what one SQL query may cost.
+    query_timeout_s: float = 5.0
+    """Wall-clock limit for one query, enforced inside SQLite by a progress handler."""
+    max_rows: int = 1000
+    """Rows returned at most; the result says "truncated" when there were more."""
+    max_value_bytes: int = 10_000_000
+    """SQLITE_LIMIT_LENGTH: the largest string or blob a query may build (stops huge string functions)."""
+    max_sql_chars: int = 100_000
+    """SQLITE_LIMIT_SQL_LENGTH: the longest SQL text accepted."""
+
+    # Uploads.
+    max_upload_bytes: int = 50 * 1024 * 1024
+    """Largest database file accepted (the app also caps the HTTP upload at this size)."""
+
+    # Schema -> prompt.
+    sample_values: int = 3
+    """Distinct example values shown per column in the prompt."""
+    max_value_chars: int = 40
+    """Example strings are cut to this many characters."""
+    max_prompt_tokens: int = 3072
+    """Prompt budget: sample values, then unlikely tables are dropped to fit (with a warning)."""
+    max_tables: int = 500
+    """Tables read from one database at most (keeps schema rendering bounded on hostile files)."""
+    introspection_timeout_s: float = 10.0
+    """Time limit for reading a database's schema and sample values."""
+
+    # Generation.
+    dtype: str = "auto"
+    """Weights dtype on CPU: "auto" (bf16 where the CPU has AVX512-BF16/AMX, else fp32), "bfloat16" or "float32"."""
+    max_new_tokens: int = 256
+    """Tokens generated at most for one SQL answer."""
+
+    # Serving.
+    queue_size: int = 64
+    """Requests waiting for a model at most; more are refused with 503."""
+    generation_concurrency: int = 1
+    """Generations running at once (they share the CPU; more only adds latency)."""
+
+    # Where converted model weights are cached.
+    cache_dir: str = ""
+    """Defaults to $XDG_CACHE_HOME/text2sql (or ~/.cache/text2sql)."""
+
+    @property
+    def cache_path(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(xdg) / "text2sql"
+
+
+def get_settings() -> Settings:
+    """Defaults overridden by TEXT2SQL_* environment variables."""
+    overrides = {}
+    for field in dataclasses.fields(Settings):
+        raw = os.environ.get(f"TEXT2SQL_{field.name.upper()}")
+        if raw is None:
+            continue
+        kind = type(field.default)
+        try:
+            overrides[field.name] = kind(raw)
+        except ValueError:
+            raise ValueError(f"TEXT2SQL_{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+    return Settings(**overrides)

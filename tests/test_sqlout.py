@@ -25,6 +25,9 @@ from text2sql.sqlout import extract_sql, sql_is_complete
         ("With this query you get it:\nSELECT 1", "SELECT 1", True),
         ('select name from "my;table" -- a; comment\nwhere 1', 'select name from "my;table" -- a; comment\nwhere 1', False),
         ("I don't know.", "", True),
+        ("DROP TABLE person;", "DROP TABLE person", False),
+        ("```sql\nDELETE FROM t WHERE 1\n```", "DELETE FROM t WHERE 1", True),
+        ("Update the table as follows", "", True),
         ("", "", False),
     ],
 )

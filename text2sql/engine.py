@@ -1,9 +1,9 @@
 """Models that turn chat messages into SQL text, behind a small backend registry.
 
 A backend is a factory ``ModelSpec -> SQLGenerator``. The built-in ``transformers``
-backend loads the base model once (bf16; CUDA when present) and serves every registry
-entry on that base: LoRA adapters are attached with ``load_adapter`` and switched with
-``set_adapter`` / ``disable_adapters`` under one lock, so several fine-tunes share the
+backend loads the base model once (CUDA when present) and serves every registry entry on that
+base: LoRA adapters are attached with peft's ``load_adapter`` and switched with
+``set_adapter`` / ``disable_adapter`` under one lock, so several fine-tunes share the
 base's memory. Tests and UI work register a fake backend (``register_backend``).
 
 Decoding is greedy unless the registry entry says otherwise, and stops at the end of the
@@ -111,6 +111,7 @@ class _LoadedBase:
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
         if hub_id:
             self.model.name_or_path = hub_id  # adapters trained on it then name the real base
+        self.peft = None  # a PeftModel wrapping self.model once an adapter is attached
         self.adapters: set[str] = set()
         self.lock = threading.Lock()
 
@@ -121,22 +122,29 @@ class _LoadedBase:
         return cls.cache[path]
 
     def add_adapter(self, name: str, path: Path) -> None:
+        # peft's own multi-adapter API: transformers 5.24's integration wants peft>=0.22,
+        # newer than any release.
+        from peft import PeftModel
+
         with self.lock:
-            if name not in self.adapters:
-                self.model.load_adapter(str(path), adapter_name=name)
-                self.adapters.add(name)
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).eval()
+            elif name not in self.peft.peft_config:
+                self.peft.load_adapter(str(path), adapter_name=name)
+            self.adapters.add(name)
 
     @contextlib.contextmanager
     def using(self, adapter: str | None) -> Iterator:
         """Hold the model with ``adapter`` active (None: the plain base)."""
         with self.lock:
-            if self.adapters:
-                if adapter:
-                    self.model.enable_adapters()
-                    self.model.set_adapter(adapter)
-                else:
-                    self.model.disable_adapters()
-            yield self.model
+            if self.peft is None:
+                yield self.model
+            elif adapter:
+                self.peft.set_adapter(adapter)
+                yield self.peft
+            else:
+                with self.peft.disable_adapter():
+                    yield self.peft
 
 
 class _StopAtEndOfSQL:

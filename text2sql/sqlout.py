@@ -24,12 +24,20 @@ class ExtractedSQL:
 _FENCE = re.compile(r"```[ \t]*(?:sql|sqlite|SQL)?[ \t]*\n?(.*?)(?:```|$)", re.DOTALL)
 _SELECT_LINE = re.compile(r"^[ \t]*(SELECT)\b", re.IGNORECASE | re.MULTILINE)
 _WITH_LINE = re.compile(r"^[ \t]*WITH\s+(?:RECURSIVE\s+)?[\w\"`\[\]]+(?:\s*\([^)]*\))?\s+AS\s*\(", re.IGNORECASE | re.MULTILINE)
+# Statements that aren't queries are kept too (upper case only, so prose like "Update:"
+# isn't mistaken for SQL): the sandbox then refuses them with a reason the user can read.
+_OTHER_STATEMENT_LINE = re.compile(
+    r"^[ \t]*(?:INSERT|UPDATE|DELETE|REPLACE|DROP|CREATE|ALTER|PRAGMA|ATTACH|DETACH|VACUUM|REINDEX|ANALYZE|BEGIN)\b",
+    re.MULTILINE,
+)
 _SELECT_ANYWHERE = re.compile(r"\bSELECT\b", re.IGNORECASE)
 
 
 def _start_of_sql(text: str) -> int | None:
-    """Where the SQL begins: a line opening with SELECT or WITH ... AS (, else the first SELECT."""
-    line_starts = [m.start() for m in (_SELECT_LINE.search(text), _WITH_LINE.search(text)) if m]
+    """Where the SQL begins: a line opening with a statement keyword (SELECT, WITH ... AS (,
+    INSERT, DROP, ...), else the first SELECT anywhere."""
+    matches = (_SELECT_LINE.search(text), _WITH_LINE.search(text), _OTHER_STATEMENT_LINE.search(text))
+    line_starts = [m.start() for m in matches if m]
     if line_starts:
         start = min(line_starts)
         return start + len(text[start:]) - len(text[start:].lstrip())

@@ -1,0 +1,95 @@
+"""The transformers backend on tiny real models: batching, adapters sharing one base, stopping.
+
+    python -m pytest tests/test_engine.py -v
+"""
+
+import pytest
+import torch
+
+from text2sql import engine
+from text2sql.registry import Registry
+from text2sql.schema import Column, Schema, Table
+from text2sql.prompt import build_messages
+
+
+@pytest.fixture
+def registry(tiny_model_dir, tiny_adapter_dirs):
+    engine.unload_all()
+    data = {
+        "default": "tiny",
+        "models": {
+            "tiny": {"base": {"path": str(tiny_model_dir)}, "generation": {"max_new_tokens": 12}},
+            "tiny-a": {"base": {"path": str(tiny_model_dir)}, "adapter": {"path": str(tiny_adapter_dirs["a"])},
+                       "generation": {"max_new_tokens": 12}},
+            "tiny-b": {"base": {"path": str(tiny_model_dir)}, "adapter": {"path": str(tiny_adapter_dirs["b"])},
+                       "generation": {"max_new_tokens": 12}},
+        },
+    }
+    yield Registry.from_dict(data)
+    engine.unload_all()
+
+
+SCHEMA = Schema(tables=(Table("singer", (Column("id", "INT", samples=(1, 2)), Column("name", "TEXT"))),))
+PROMPTS = [build_messages(SCHEMA, q) for q in ("How many singers?", "List all singer names in order please", "Oldest?")]
+
+
+def test_generates_one_completion_per_prompt(registry):
+    generator = engine.load_generator("tiny", registry)
+    outputs = generator.generate(PROMPTS)
+    assert len(outputs) == 3 and all(isinstance(o, str) for o in outputs)
+    assert generator.count_tokens(PROMPTS[0]) > 20
+    assert generator.max_prompt_tokens > 0
+
+
+def test_batched_generation_equals_one_at_a_time(registry):
+    generator = engine.load_generator("tiny", registry)
+    batched = generator.generate(PROMPTS)
+    single = [generator.generate([p])[0] for p in PROMPTS]
+    assert batched == single
+
+
+def test_a_model_is_loaded_once(registry):
+    assert engine.load_generator("tiny", registry) is engine.load_generator("tiny", registry)
+
+
+def test_adapters_share_one_base_and_switch_cleanly(registry):
+    base = engine.load_generator("tiny", registry)
+    tuned_a = engine.load_generator("tiny-a", registry)
+    tuned_b = engine.load_generator("tiny-b", registry)
+    assert base.base is tuned_a.base is tuned_b.base  # one copy of the base weights
+    assert tuned_a.base.adapters == {"tiny-a", "tiny-b"}
+    out_base, out_a, out_b = (g.generate(PROMPTS[:1])[0] for g in (base, tuned_a, tuned_b))
+    assert len({out_base, out_a, out_b}) == 3, "each adapter (and none) should change the output"
+    # switching back and forth gives the same answers again
+    assert base.generate(PROMPTS[:1])[0] == out_base
+    assert tuned_a.generate(PROMPTS[:1])[0] == out_a
+    assert tuned_b.generate(PROMPTS[:1])[0] == out_b
+
+
+def test_unknown_backend_is_a_clear_error():
+    registry = Registry.from_dict({"models": {"odd": {"base": {"path": "."}, "backend": "nope"}}})
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        engine.load_generator("odd", registry)
+
+
+def test_stopping_criterion_stops_each_row_at_the_end_of_its_sql(smollm2_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    prompt = tokenizer("prompt text", return_tensors="pt")["input_ids"]
+    rows = ["SELECT 1;", "SELECT count(*) FROM t", "```sql\nSELECT 1\n```", "Sure, here"]
+    # as during generate(): a shared prompt, then each row's new tokens (finished rows padded)
+    new = [tokenizer(r, return_tensors="pt")["input_ids"][0] for r in rows]
+    width = max(len(n) for n in new)
+    pad = torch.tensor([tokenizer.pad_token_id])
+    batch = torch.stack([torch.cat([prompt[0], n, pad.repeat(width - len(n))]) for n in new])
+    flags = engine._StopAtEndOfSQL(tokenizer, prompt_length=prompt.shape[1])(batch, None)
+    assert flags.tolist() == [True, False, True, False]
+
+
+def test_dtype_is_fp32_on_cpus_without_fast_bf16(monkeypatch):
+    monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: False)
+    if not torch.cuda.is_available():
+        assert engine.inference_dtype() == torch.float32
+    monkeypatch.setenv("TEXT2SQL_DTYPE", "bfloat16")
+    assert engine.inference_dtype() == torch.bfloat16

@@ -176,6 +176,7 @@ class TransformersGenerator:
         self.max_new_tokens = int(spec.generation.get("max_new_tokens", get_settings().max_new_tokens))
         context = getattr(self.base.model.config, "max_position_embeddings", 4096)
         self.max_prompt_tokens = min(get_settings().max_prompt_tokens, context - self.max_new_tokens)
+        self.prefixes = PrefixStore()  # KV caches depend on the adapter, so each generator keeps its own
 
     @property
     def tokenizer(self):
@@ -187,25 +188,130 @@ class TransformersGenerator:
     def count_tokens(self, messages: Messages) -> int:
         return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
 
-    def generate(self, prompts: list[Messages], **overrides) -> list[str]:
-        """Raw completions for a batch of chat prompts (left-padded, one ``generate`` call)."""
+    def generate(self, prompts: list[Messages], *, reuse_prefix: bool = True, **overrides) -> list[str]:
+        """Raw completions for a batch of chat prompts.
+
+        With ``reuse_prefix`` (the default) the prompts' shared leading tokens (system prompt
+        and schema, for questions about one database) are run through the model once, and
+        their KV cache is kept for later calls that start the same way; only the rest of
+        each prompt is computed per question. Without it, the whole left-padded prompts go
+        through one plain ``generate`` call. Decoding is the same either way.
+        """
         import torch
-        from transformers import GenerationConfig, StoppingCriteriaList
+
+        config = self._generation_config(overrides)
+        token_ids = [self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"] for m in prompts]
+        shared = _common_prefix_length(token_ids)
+        with self.base.using(self.adapter_name) as model, torch.inference_mode():
+            if reuse_prefix and shared >= MIN_REUSED_PREFIX:
+                inputs = self._inputs_after_prefix(model, token_ids, shared)
+            else:
+                inputs = self._left_padded_inputs(token_ids)
+            prompt_length = inputs["input_ids"].shape[1]
+            stop = _stopping(self.tokenizer, prompt_length)
+            output = model.generate(**inputs, generation_config=config, stopping_criteria=stop)
+        return self.tokenizer.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
+
+    def _generation_config(self, overrides: dict):
+        from transformers import GenerationConfig
 
         settings = {"max_new_tokens": self.max_new_tokens, "do_sample": False}
         settings.update({k: v for k, v in self.spec.generation.items() if k != "max_new_tokens"})
         settings.update(overrides)
-        config = GenerationConfig(
+        return GenerationConfig(
             **settings, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id
         )
-        batch = self.tokenizer(
-            [self.render(m) for m in prompts], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(self.base.device)
-        prompt_length = batch["input_ids"].shape[1]
-        stop = StoppingCriteriaList([_StopAtEndOfSQL(self.tokenizer, prompt_length)])
-        with self.base.using(self.adapter_name) as model, torch.inference_mode():
-            output = model.generate(**batch, generation_config=config, stopping_criteria=stop)
-        return self.tokenizer.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
+
+    def _left_padded_inputs(self, token_ids: list[list[int]]) -> dict:
+        return self.tokenizer.pad({"input_ids": token_ids}, padding=True, return_tensors="pt").to(self.base.device)
+
+    def _inputs_after_prefix(self, model, token_ids: list[list[int]], shared: int) -> dict:
+        """``generate`` inputs that start from the cached KV of the first ``shared`` tokens.
+
+        Each row is [shared prefix][padding][rest of its prompt]: the prefix sits at the same
+        positions in every row, so one cache serves them all. ``generate`` numbers positions
+        from the attention mask, so the padding in the middle is skipped.
+        """
+        import torch
+
+        cache = self._prefix_cache(model, token_ids[0][:shared])
+        cache.batch_repeat_interleave(len(token_ids))
+        width = max(len(ids) for ids in token_ids) - shared
+        pad = self.tokenizer.pad_token_id
+        rows, masks = [], []
+        for ids in token_ids:
+            rest = ids[shared:]
+            gap = width - len(rest)
+            rows.append(ids[:shared] + [pad] * gap + rest)
+            masks.append([1] * shared + [0] * gap + [1] * len(rest))
+        device = self.base.device
+        return {
+            "input_ids": torch.tensor(rows, device=device),
+            "attention_mask": torch.tensor(masks, device=device),
+            "cache": cache,
+        }
+
+    def _prefix_cache(self, model, prefix: list[int]):
+        """A fresh DynamicCache holding ``prefix``'s keys and values, built on the longest
+        stored prefix it extends; ``prefix`` is then stored for later calls."""
+        import torch
+        from transformers import DynamicCache
+
+        reused, stored = self.prefixes.longest_match(prefix)
+        # Slices of the stored tensors: the cache copies them on its first update, so the
+        # store is never written to.
+        data = [(keys[..., :reused, :], values[..., :reused, :]) for keys, values in stored] if reused else None
+        cache = DynamicCache(ddp_cache_data=data, config=self.base.model.config)
+        if reused < len(prefix):
+            rest = torch.tensor([prefix[reused:]], device=self.base.device)
+            model(input_ids=rest, cache=cache, use_cache=True)
+        self.prefixes.add(prefix, [(layer.keys, layer.values) for layer in cache.layers])
+        return cache
+
+
+MIN_REUSED_PREFIX = 16
+"""Below this many shared prompt tokens a cached prefix saves too little to bother."""
+
+
+def _common_prefix_length(token_ids: list[list[int]]) -> int:
+    """Leading tokens all prompts share, leaving each at least one token of its own
+    (``generate`` needs a new token to compute the first next-token distribution from)."""
+    limit = min(len(ids) for ids in token_ids) - 1
+    length = 0
+    while length < limit and all(ids[length] == token_ids[0][length] for ids in token_ids):
+        length += 1
+    return length
+
+
+class PrefixStore:
+    """Keys and values of the most recent prompt prefixes of one model + adapter (a few MB per
+    thousand tokens for a 0.5B model), so questions about a database already asked about skip
+    recomputing its schema."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self.entries: list[tuple[list[int], list]] = []
+
+    def longest_match(self, prefix: list[int]) -> tuple[int, list | None]:
+        """How many leading tokens of ``prefix`` a stored entry covers (the best one), and its layers."""
+        best, layers = 0, None
+        for ids, stored in self.entries:
+            length = 0
+            limit = min(len(ids), len(prefix))
+            while length < limit and ids[length] == prefix[length]:
+                length += 1
+            if length > best:
+                best, layers = length, stored
+        return best, layers
+
+    def add(self, prefix: list[int], layers: list) -> None:
+        self.entries = [(prefix, layers)] + [e for e in self.entries if e[0] != prefix][: self.size - 1]
+
+
+def _stopping(tokenizer, prompt_length: int):
+    from transformers import StoppingCriteriaList
+
+    return StoppingCriteriaList([_StopAtEndOfSQL(tokenizer, prompt_length)])
 
 
 register_backend("transformers", TransformersGenerator)

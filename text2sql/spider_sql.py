@@ -37,6 +37,7 @@ AGGREGATES = {exp.Max: "max", exp.Min: "min", exp.Count: "count", exp.Sum: "sum"
 ARITHMETIC = {exp.Sub: "-", exp.Add: "+", exp.Mul: "*", exp.Div: "/"}
 COMPARISONS = {exp.EQ: "=", exp.GT: ">", exp.LT: "<", exp.GTE: ">=", exp.LTE: "<=", exp.NEQ: "!="}
 SET_OPERATIONS = {exp.Intersect: "intersect", exp.Union: "union", exp.Except: "except"}
+UNREADABLE_OPERATORS = {"<>", "=="}  # sqlglot reads them as != and =; Spider's tokenizer splits them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +121,9 @@ def parse_spider(sql: str, schema: SpiderSchema | None = None) -> ParsedSQL:
         raise sqlglot.errors.ParseError(f"Expected one SQL statement, found {len(trees)}.")
     converter = _Converter(sql, trees[0], schema)
     query = converter.query(trees[0])
+    for token in sqlglot.Dialect.get_or_raise("sqlite").tokenize(sql):
+        if token.text in UNREADABLE_OPERATORS:
+            converter.unsupported(f"operator {token.text}")
     return ParsedSQL(query=query, unsupported=tuple(converter.problems))
 
 
@@ -235,21 +239,31 @@ class _Converter:
             return Value(node.name.lower())  # Spider reads every double-quoted token as a string
         if isinstance(node, exp.Column):
             return self.col_unit(node, from_tables)
+        if type(node) in ARITHMETIC:
+            # Spider reads a column value up to the next AND or keyword and keeps only the column.
+            leftmost = node
+            while type(leftmost) in ARITHMETIC:
+                leftmost = _unparen(leftmost.this)
+            if isinstance(leftmost, exp.Column):
+                return self.col_unit(leftmost, from_tables)
         self.unsupported(f"value Spider can't read: {node.sql()}")
         return Value(node.sql().lower())
 
     # -- conditions -------------------------------------------------------------
 
     def condition(self, node: exp.Expression | None, from_tables: list[str]) -> Condition:
+        return _drop_swallowed(self.flat_condition(node, from_tables))
+
+    def flat_condition(self, node: exp.Expression | None, from_tables: list[str]) -> Condition:
         if node is None:
             return ()
         if isinstance(node, exp.Paren):
             self.unsupported(f"parenthesised condition: {node.sql()}")
-            return self.condition(node.this, from_tables)
+            return self.flat_condition(node.this, from_tables)
         if isinstance(node, (exp.And, exp.Or)):
             connective = "and" if isinstance(node, exp.And) else "or"
-            left = self.condition(node.this, from_tables)
-            right = self.condition(node.expression, from_tables)
+            left = self.flat_condition(node.this, from_tables)
+            right = self.flat_condition(node.expression, from_tables)
             return left + (connective,) + right
         return (self.cond_unit(node, from_tables),)
 
@@ -302,7 +316,10 @@ class _Converter:
             else:
                 self.unsupported(f"FROM item Spider can't read: {node.sql()}")
         for join in select.args.get("joins") or []:
-            on = self.condition(join.args.get("on"), from_tables)
+            on = join.args.get("on")
+            if isinstance(on, exp.Boolean):  # sqlglot writes a bare JOIN as JOIN ... ON TRUE
+                on = None
+            on = self.condition(on, from_tables)
             if on:
                 conds = conds + ("and",) + on if conds else on
         return units, conds, from_tables
@@ -368,6 +385,28 @@ def _flatten_set_operation(node: exp.Expression) -> tuple[list[exp.Expression], 
     left_arms, left_ops = _flatten_set_operation(node.this)
     right_arms, right_ops = _flatten_set_operation(node.expression)
     return left_arms + right_arms, left_ops + [SET_OPERATIONS[type(node)]] + right_ops
+
+
+def _drop_swallowed(condition: Condition) -> Condition:
+    """Spider's parser reads a column used as a value (``T1.id = T2.id``) up to the next AND,
+    ``)``, comma or clause keyword, keeping only the column: an OR after it, and the
+    conditions it joins, vanish from the parse. Reproduced, since hardness and exact match
+    count ORs."""
+    kept: list = []
+    swallowing = False
+    for item in condition:
+        if isinstance(item, str):
+            swallowing = swallowing and item == "or" or (item == "or" and _ends_with_column(kept[-1]))
+            if not swallowing:
+                kept.append(item)
+        elif not swallowing:
+            kept.append(item)
+    return tuple(kept)
+
+
+def _ends_with_column(cond: Cond) -> bool:
+    last = cond.val2 if cond.op == "between" else cond.val1
+    return isinstance(last, ColUnit)
 
 
 def _unparen(node: exp.Expression) -> exp.Expression:

@@ -8,7 +8,7 @@ of the system prompt + schema. Running the two back to back per database keeps t
 the same machine load. Prints a table, the speed-up, and every question whose raw output
 differs between the two. Not a test: numbers depend on the machine and its load.
 
-    nice -n 10 python benchmarks/eval_throughput.py [--questions 50] [--per-db 10] [--batch-size 10] [--model qwen2.5-coder-0.5b]
+    nice -n 10 python benchmarks/eval_throughput.py [--questions 50] [--per-db 10] [--batch-size 10] [--threads N] [--model qwen2.5-coder-0.5b]
 """
 
 from __future__ import annotations
@@ -41,9 +41,13 @@ def main() -> None:
     parser.add_argument("--per-db", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from text2sql.engine import load_generator
     from text2sql.pipeline import generate_sql_batch

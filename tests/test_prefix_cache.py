@@ -3,6 +3,8 @@
     python -m pytest tests/test_prefix_cache.py -v
 """
 
+import zlib
+
 import pytest
 
 from text2sql import engine
@@ -57,6 +59,18 @@ def test_a_batch_sharing_a_schema_gives_the_plain_one_at_a_time_outputs(registry
     assert len(set(expected)) > 1, "the questions should lead to different outputs"
     assert generator.generate(prompts) == expected
     assert generator.prefixes.entries, "the shared prefix should be stored"
+
+
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(registry, monkeypatch):
+    # A deterministic stand-in for "the SQL is complete", used by both paths, that fires at
+    # different steps for different texts (the tiny model's outputs part after ~60 characters).
+    monkeypatch.setattr(engine, "sql_is_complete", lambda text: len(text) > 64 and zlib.crc32(text.encode()) % 3 == 0)
+    generator = engine.load_generator("tiny", registry)
+    prompts = [build_messages(SINGER, q) for q in QUESTIONS]
+    expected = plain(generator, prompts)
+    lengths = {len(generator.tokenizer(text)["input_ids"]) for text in expected}
+    assert len(lengths) > 1, "the rows should stop after different numbers of tokens"
+    assert generator.generate(prompts) == expected
 
 
 def test_a_stored_prefix_is_reused_by_later_calls_and_outputs_stay_the_same(registry):

@@ -191,65 +191,90 @@ class TransformersGenerator:
     def generate(self, prompts: list[Messages], *, reuse_prefix: bool = True, **overrides) -> list[str]:
         """Raw completions for a batch of chat prompts.
 
-        With ``reuse_prefix`` (the default) the prompts' shared leading tokens (system prompt
-        and schema, for questions about one database) are run through the model once, and
-        their KV cache is kept for later calls that start the same way; only the rest of
-        each prompt is computed per question. Without it, the whole left-padded prompts go
-        through one plain ``generate`` call. Decoding is the same either way.
+        With ``reuse_prefix`` (the default) and greedy decoding, the prompts' shared leading
+        tokens (system prompt and schema, for questions about one database) are run through
+        the model once and their KV cache is kept for later calls that start the same way;
+        only the rest of each prompt is computed per question, and a finished answer leaves
+        the batch at once. Otherwise (sampling or other decoding settings, or
+        ``reuse_prefix=False``) the left-padded prompts go through one plain ``generate``.
         """
         import torch
 
-        config = self._generation_config(overrides)
+        settings = self._generation_settings(overrides)
         token_ids = [self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"] for m in prompts]
         shared = _common_prefix_length(token_ids)
+        greedy = set(settings) <= {"max_new_tokens", "do_sample"} and not settings["do_sample"]
         with self.base.using(self.adapter_name) as model, torch.inference_mode():
-            if reuse_prefix and shared >= MIN_REUSED_PREFIX:
-                inputs = self._inputs_after_prefix(model, token_ids, shared)
+            if reuse_prefix and greedy and shared >= MIN_REUSED_PREFIX:
+                new_tokens = self._greedy_after_prefix(model, token_ids, shared, settings["max_new_tokens"])
             else:
-                inputs = self._left_padded_inputs(token_ids)
-            prompt_length = inputs["input_ids"].shape[1]
-            stop = _stopping(self.tokenizer, prompt_length)
-            output = model.generate(**inputs, generation_config=config, stopping_criteria=stop)
-        return self.tokenizer.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
+                new_tokens = self._plain_generate(model, token_ids, settings)
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
-    def _generation_config(self, overrides: dict):
-        from transformers import GenerationConfig
-
+    def _generation_settings(self, overrides: dict) -> dict:
         settings = {"max_new_tokens": self.max_new_tokens, "do_sample": False}
         settings.update({k: v for k, v in self.spec.generation.items() if k != "max_new_tokens"})
         settings.update(overrides)
-        return GenerationConfig(
+        return settings
+
+    def _plain_generate(self, model, token_ids: list[list[int]], settings: dict):
+        """One ``generate`` call on the left-padded prompts; the new tokens of each row."""
+        from transformers import GenerationConfig, StoppingCriteriaList
+
+        config = GenerationConfig(
             **settings, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id
         )
+        batch = self.tokenizer.pad({"input_ids": token_ids}, padding=True, return_tensors="pt").to(self.base.device)
+        prompt_length = batch["input_ids"].shape[1]
+        stop = StoppingCriteriaList([_StopAtEndOfSQL(self.tokenizer, prompt_length)])
+        output = model.generate(**batch, generation_config=config, stopping_criteria=stop)
+        return output[:, prompt_length:]
 
-    def _left_padded_inputs(self, token_ids: list[list[int]]) -> dict:
-        return self.tokenizer.pad({"input_ids": token_ids}, padding=True, return_tensors="pt").to(self.base.device)
+    def _greedy_after_prefix(self, model, token_ids: list[list[int]], shared: int, max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding of every prompt, starting from the cached KV of their first ``shared`` tokens.
 
-    def _inputs_after_prefix(self, model, token_ids: list[list[int]], shared: int) -> dict:
-        """``generate`` inputs that start from the cached KV of the first ``shared`` tokens.
-
-        Each row is [shared prefix][padding][rest of its prompt]: the prefix sits at the same
-        positions in every row, so one cache serves them all. ``generate`` numbers positions
-        from the attention mask, so the padding in the middle is skipped.
+        The rows are [shared prefix][padding][rest of the prompt]: the prefix sits at the same
+        positions in every row, so one cache serves them all; the padding is masked out and
+        skipped when numbering positions. A row stops as ``generate`` would (end-of-turn
+        token, end of the first SQL statement, or ``max_new_tokens``) and then leaves the
+        batch, so the others decode without carrying it.
         """
         import torch
 
+        device = self.base.device
         cache = self._prefix_cache(model, token_ids[0][:shared])
         cache.batch_repeat_interleave(len(token_ids))
-        width = max(len(ids) for ids in token_ids) - shared
+        rests = [ids[shared:] for ids in token_ids]
+        width = max(len(rest) for rest in rests)
         pad = self.tokenizer.pad_token_id
-        rows, masks = [], []
-        for ids in token_ids:
-            rest = ids[shared:]
-            gap = width - len(rest)
-            rows.append(ids[:shared] + [pad] * gap + rest)
-            masks.append([1] * shared + [0] * gap + [1] * len(rest))
-        device = self.base.device
-        return {
-            "input_ids": torch.tensor(rows, device=device),
-            "attention_mask": torch.tensor(masks, device=device),
-            "cache": cache,
-        }
+        inputs = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
+        mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
+        positions = (mask.cumsum(-1) - 1)[:, shared:]
+        rows = list(range(len(token_ids)))  # which prompt each row of the batch is
+        outputs: list[list[int]] = [[] for _ in token_ids]
+        for step in range(max_new_tokens):
+            logits = model(
+                input_ids=inputs, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+            ).logits[:, -1]
+            chosen = logits.argmax(-1)
+            keep = []
+            for slot, (row, token) in enumerate(zip(rows, chosen.tolist())):
+                outputs[row].append(token)
+                if token != self.tokenizer.eos_token_id and not sql_is_complete(
+                    self.tokenizer.decode(outputs[row], skip_special_tokens=True)
+                ):
+                    keep.append(slot)
+            if not keep or step + 1 == max_new_tokens:
+                break
+            if len(keep) < len(rows):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, chosen, positions = mask[index], chosen[index], positions[index]
+                rows = [rows[k] for k in keep]
+            inputs = chosen[:, None]
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            positions = positions[:, -1:] + 1
+        return outputs
 
     def _prefix_cache(self, model, prefix: list[int]):
         """A fresh DynamicCache holding ``prefix``'s keys and values, built on the longest
@@ -264,7 +289,7 @@ class TransformersGenerator:
         cache = DynamicCache(ddp_cache_data=data, config=self.base.model.config)
         if reused < len(prefix):
             rest = torch.tensor([prefix[reused:]], device=self.base.device)
-            model(input_ids=rest, cache=cache, use_cache=True)
+            model(input_ids=rest, cache=cache, use_cache=True, logits_to_keep=1)  # logits of the prefix aren't needed
         self.prefixes.add(prefix, [(layer.keys, layer.values) for layer in cache.layers])
         return cache
 
@@ -306,12 +331,6 @@ class PrefixStore:
 
     def add(self, prefix: list[int], layers: list) -> None:
         self.entries = [(prefix, layers)] + [e for e in self.entries if e[0] != prefix][: self.size - 1]
-
-
-def _stopping(tokenizer, prompt_length: int):
-    from transformers import StoppingCriteriaList
-
-    return StoppingCriteriaList([_StopAtEndOfSQL(tokenizer, prompt_length)])
 
 
 register_backend("transformers", TransformersGenerator)

@@ -1,0 +1,119 @@
+"""Generate SQL for every Spider question with a registry model, then score it.
+
+Questions are answered database by database in batches of ``--batch-size``, so each batch
+shares the cached KV of the system prompt + schema (``TransformersGenerator.generate``).
+Every answered batch is appended to ``OUT/predictions.jsonl`` at once; a rerun skips the ids
+already there, so an interrupted run resumes where it stopped. Items whose database is
+missing (dev's wta_1) are not generated: the scorer counts and lists them.
+
+Each line: ``{"id", "db_id", "question", "prediction", "raw", "chatty", "latency_ms",
+"batch_size", "prompt_tokens", "warnings", "model"}``; ``latency_ms`` is the question's share of
+its batch's generation time. Then ``evaluation.score`` writes scored.jsonl, metrics.json,
+report.md and chart.png next to it.
+
+    nice -n 10 python -m evaluation.evaluate --model qwen2.5-coder-0.5b --split dev --out results/qwen2.5-coder-0.5b-base
+    python -m evaluation.evaluate --model smollm2-135m --limit 20 --out /tmp/smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+
+def pending_examples(spider, split: str, done: set[int], limit: int | None) -> list:
+    """The split's questions that have a database, in file order (the first ``limit``), minus ``done``."""
+    runnable = [e for e in spider.examples(split) if spider.has_database(e.db_id)]
+    if limit is not None:
+        runnable = runnable[:limit]
+    return [e for e in runnable if e.id not in done]
+
+
+def batches(examples: list, size: int):
+    """Consecutive runs of at most ``size`` questions about one database."""
+    for _, group in itertools.groupby(examples, key=lambda e: e.db_id):
+        group = list(group)
+        for start in range(0, len(group), size):
+            yield group[start : start + size]
+
+
+def prediction_lines(generator, spider, batch: list) -> list[dict]:
+    from text2sql.pipeline import generate_sql_batch
+
+    generations = generate_sql_batch(generator, spider.schema(batch[0].db_id), [e.question for e in batch])
+    return [
+        {
+            "id": example.id,
+            "db_id": example.db_id,
+            "question": example.question,
+            "prediction": generation.sql,
+            "raw": generation.raw,
+            "chatty": generation.chatty,
+            "latency_ms": generation.execution_time_ms,
+            "batch_size": len(batch),
+            "prompt_tokens": generation.prompt_tokens,
+            "warnings": generation.warnings,
+            "model": generation.model,
+        }
+        for example, generation in zip(batch, generations)
+    ]
+
+
+def generate_predictions(model: str, spider, split: str, out: Path, limit: int | None, batch_size: int) -> Path:
+    from tqdm import tqdm
+
+    from evaluation.score import read_predictions
+    from text2sql.engine import load_generator
+
+    path = out / "predictions.jsonl"
+    done = read_predictions(path) if path.exists() else []
+    # Rewrite without a line cut short by an interrupted run, so appends start on a fresh line.
+    path.write_text("".join(json.dumps(p) + "\n" for p in done))
+    todo = pending_examples(spider, split, {p["id"] for p in done}, limit)
+    if not todo:
+        return path
+    generator = load_generator(model)
+    with open(path, "a") as handle, tqdm(total=len(todo), desc=f"generating ({len(done)} done before)", unit="q") as bar:
+        for batch in batches(todo, batch_size):
+            for line in prediction_lines(generator, spider, batch):
+                handle.write(json.dumps(line) + "\n")
+            handle.flush()
+            bar.update(len(batch))
+    return path
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="registry model name (text2sql models)")
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N questions that have a database")
+    parser.add_argument("--out", default=None, help="output folder (default: results/<model>/)")
+    parser.add_argument("--spider", default=None, help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)")
+    parser.add_argument("--batch-size", type=int, default=8, help="questions per generate call (one database each)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per query when scoring")
+    parser.add_argument("--workers", type=int, default=2, help="scoring processes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    from evaluation.score import score_to_folder
+    from text2sql.spider import Spider
+
+    args = make_parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = Path(args.out or Path("results") / args.model)
+    out.mkdir(parents=True, exist_ok=True)
+    spider = Spider(args.spider)
+    path = generate_predictions(args.model, spider, args.split, out, args.limit, args.batch_size)
+    metrics = score_to_folder(path, out, args.spider, args.split, args.model, args.timeout, args.workers)
+    print(f"{args.model}: n = {metrics['n']}  EX {100 * metrics['ex']:.1f}%  EM {100 * metrics['em']:.1f}%  -> {out}")
+
+
+if __name__ == "__main__":
+    main()

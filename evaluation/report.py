@@ -1,0 +1,185 @@
+"""metrics.json, report.md and chart.png for one scored run (used by ``evaluation.score``).
+
+Rates are fractions in [0, 1] with 95% Wilson intervals; ``n`` is the number of scored items
+(dev items whose database exists), and every report says "n = <scored> of <split size>".
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy
+
+from evaluation import EVALUATOR_VERSION
+from text2sql.hardness import LEVELS
+from text2sql.leaderboard import wilson_interval
+
+
+KNOWN_EM_DIFFERENCES = """\
+EM is Spider's exact set match re-implemented on sqlglot, not the official parser. Where
+they can differ:
+
+* NOT placement: sqlglot reads `NOT a IN (...)` and `a NOT IN (...)` alike; Spider's parser
+  refuses the first. Both count as a negated condition here.
+* Tokenisation corners of the official script (NLTK tokens, every `'` turned into `"`,
+  quotes inside strings) are not reproduced: a string containing a quote parses here and may
+  fail there.
+* Table aliases without AS, column aliases, IS NULL, IN lists, LEFT/INNER JOIN, functions
+  other than the five aggregates, CASE, CAST, `<>`, parenthesised conditions and WITH are
+  refused, as by Spider's parser; other constructs its parser would refuse in ways sqlglot
+  hides could still slip through.
+* Where the official script would crash (two subqueries in one FROM), this one compares them.
+"""
+
+
+def rate_with_ci(hits: list[bool]) -> tuple[float, list[float]]:
+    n = len(hits)
+    rate = sum(hits) / n if n else 0.0
+    low, high = wilson_interval(rate, n)
+    return round(rate, 6), [round(low, 6), round(high, 6)]
+
+
+def _latency(items: list[dict]) -> dict:
+    values = [i["latency_ms"] for i in items if i.get("latency_ms") is not None]
+    if not values:
+        return {"p50": None, "p95": None}
+    return {"p50": round(float(numpy.percentile(values, 50)), 1), "p95": round(float(numpy.percentile(values, 95)), 1)}
+
+
+def build_metrics(items: list[dict], model: str, split: str) -> dict:
+    ex, ex_ci = rate_with_ci([i["ex"] for i in items])
+    em, em_ci = rate_with_ci([i["em"] for i in items])
+    chatty = [i["chatty"] for i in items if i["chatty"] is not None]
+    per_hardness = {}
+    for level in LEVELS:
+        bucket = [i for i in items if i["hardness"] == level]
+        per_hardness[level] = {
+            "n": len(bucket),
+            "ex": rate_with_ci([i["ex"] for i in bucket])[0],
+            "em": rate_with_ci([i["em"] for i in bucket])[0],
+        }
+    return {
+        "n": len(items),
+        "ex": ex,
+        "em": em,
+        "chatty_rate": round(sum(chatty) / len(chatty), 6) if chatty else None,
+        "valid_sql_rate": rate_with_ci([i["executed"] for i in items])[0],
+        "ex_ci95": ex_ci,
+        "em_ci95": em_ci,
+        "per_hardness": per_hardness,
+        "latency_ms": _latency(items),
+        "model": model,
+        "split": split,
+        "evaluator_version": EVALUATOR_VERSION,
+    }
+
+
+def _pct(rate: float | None) -> str:
+    return "–" if rate is None else f"{100 * rate:.1f}"
+
+
+def _number(value) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def _ci(hits: list[bool]) -> str:
+    _, (low, high) = rate_with_ci(hits)
+    return f"{100 * low:.1f}–{100 * high:.1f}"
+
+
+def _id_ranges(ids: list[int]) -> str:
+    ranges, start = [], None
+    for i, value in enumerate(ids):
+        if start is None:
+            start = value
+        if i + 1 == len(ids) or ids[i + 1] != value + 1:
+            ranges.append(str(start) if start == value else f"{start}–{value}")
+            start = None
+    return ", ".join(ranges)
+
+
+def report_markdown(metrics: dict, items: list[dict], context: dict, predictions_path) -> str:
+    n, total = metrics["n"], context["total"]
+    rows = [("all", items)] + [(level, [i for i in items if i["hardness"] == level]) for level in LEVELS]
+    chatty = [i["chatty"] for i in items if i["chatty"] is not None]
+    timeouts = sum(1 for i in items if (i["error"] or "").startswith("Stopped"))
+    em_refused = sum(1 for i in items if i["em_problem"])
+    lines = [
+        f"# {metrics['model']} on Spider {metrics['split']}",
+        "",
+        f"**n = {n} of {total}** ({len(context['missing_db_ids'])} items excluded because their database is "
+        f"missing: {', '.join(context['missing_dbs']) or 'none'}"
+        + (f"; {context['not_predicted']} items with a database have no prediction" if context["not_predicted"] else "")
+        + ").",
+        "",
+        f"Predictions: `{predictions_path}`. Scored {datetime.date.today().isoformat()} by `python -m evaluation.score`"
+        f" ({metrics['evaluator_version']}).",
+        "",
+        "| | n | EX % | EX 95% CI | EM % | EM 95% CI |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, bucket in rows:
+        ex_hits, em_hits = [i["ex"] for i in bucket], [i["em"] for i in bucket]
+        lines.append(
+            f"| {name} | {len(bucket)} | {_pct(rate_with_ci(ex_hits)[0])} | {_ci(ex_hits)} "
+            f"| {_pct(rate_with_ci(em_hits)[0])} | {_ci(em_hits)} |"
+        )
+    lines += [
+        "",
+        "| | value |",
+        "|---|---:|",
+        f"| chatty outputs (not bare SQL) | {_pct(metrics['chatty_rate'])}% ({sum(chatty)} of {len(chatty)}) |",
+        f"| valid SQL (prediction ran without error) | {_pct(metrics['valid_sql_rate'])}% |",
+        f"| predictions stopped by the time limit | {timeouts} |",
+        f"| predictions outside Spider's SQL subset (EM 0 by rule) | {em_refused} |",
+        f"| generation latency per question, p50 / p95 (ms) | {_number(metrics['latency_ms']['p50'])} / {_number(metrics['latency_ms']['p95'])} |",
+        "",
+        "EX: the test-suite evaluator's execution match on the single dev database, DISTINCT kept,",
+        "no value plugging; rows as bags, in order only when the gold SQL contains `order by`;",
+        "columns may be permuted; a prediction that fails scores 0; every query ran in the sandbox",
+        f"with a {context['timeout_s']:g} s limit. EM: Spider's exact set match (values and DISTINCT",
+        "ignored, foreign-key columns identified). Latency: a batch's generation time divided by its",
+        "size. Intervals: 95% Wilson.",
+        "",
+        "## Known differences from the official EM",
+        "",
+        KNOWN_EM_DIFFERENCES,
+        "## Excluded items (database missing)",
+        "",
+        _id_ranges(context["missing_db_ids"]) or "none",
+        "",
+        "![EX and EM by hardness](chart.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def chart(metrics: dict, items: list[dict], total: int):
+    """EX and EM per hardness level and overall, with 95% Wilson intervals."""
+    from matplotlib.figure import Figure
+
+    levels = [*LEVELS, "all"]
+    figure = Figure(figsize=(8, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for offset, key in ((-0.2, "ex"), (0.2, "em")):
+        values, errors = [], [[], []]
+        for level in levels:
+            bucket = [i[key] for i in items if level == "all" or i["hardness"] == level]
+            rate, (low, high) = rate_with_ci(bucket)
+            values.append(100 * rate)
+            errors[0].append(100 * (rate - low))
+            errors[1].append(100 * (high - rate))
+        axes.bar([x + offset for x in range(len(levels))], values, 0.4, yerr=errors, capsize=3, label=key.upper())
+    axes.set_xticks(range(len(levels)), [f"{lvl}\n(n={sum(1 for i in items if lvl == 'all' or i['hardness'] == lvl)})" for lvl in levels])
+    axes.set_ylim(0, 100)
+    axes.set_ylabel("%")
+    axes.set_title(f"{metrics['model']}, Spider {metrics['split']} (n = {metrics['n']} of {total}), 95% CI")
+    axes.legend(loc="lower right")
+    axes.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def write_report(out: Path, metrics: dict, items: list[dict], context: dict, predictions_path) -> None:
+    (out / "report.md").write_text(report_markdown(metrics, items, context, predictions_path))
+    chart(metrics, items, context["total"]).savefig(out / "chart.png", dpi=120)

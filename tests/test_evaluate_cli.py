@@ -1,0 +1,98 @@
+"""The evaluation commands end to end: evaluate (resumable, with a fake model), compare,
+leaderboard, and the offline ``evaluate`` metric module.
+
+    python -m pytest tests/test_evaluate_cli.py -v
+"""
+
+import json
+
+import pytest
+
+from evaluation import compare, evaluate, leaderboard
+from tests.conftest import SPIDER
+
+
+needs_spider = pytest.mark.skipif(not (SPIDER / "dev.json").is_file(), reason="Spider data not found")
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@needs_spider
+def test_evaluate_generates_in_batches_resumes_and_scores(fake_model, tmp_path):
+    gold = json.loads((SPIDER / "dev.json").read_text())
+    fake_model.enqueue(*[gold[i]["query"] for i in range(5)])
+    out = tmp_path / "run"
+    args = ["--model", "fake", "--spider", str(SPIDER), "--out", str(out), "--batch-size", "2", "--workers", "1"]
+    evaluate.main(args + ["--limit", "5"])
+    predictions = lines(out / "predictions.jsonl")
+    assert [p["id"] for p in predictions] == [0, 1, 2, 3, 4]
+    assert [p["batch_size"] for p in predictions] == [2, 2, 2, 2, 1]
+    assert {"id", "db_id", "prediction", "raw", "chatty", "latency_ms", "model"} <= set(predictions[0])
+    assert json.loads((out / "metrics.json").read_text())["ex"] == 1.0
+
+    # an interrupted run left half a line: it is dropped, and only the missing ids are generated
+    with open(out / "predictions.jsonl", "a") as handle:
+        handle.write('{"id": 5, "db_id": "conc')
+    asked_before = len(fake_model.history)
+    evaluate.main(args + ["--limit", "8"])
+    assert len(fake_model.history) - asked_before == 3
+    assert [p["id"] for p in lines(out / "predictions.jsonl")] == list(range(8))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 8 and metrics["ex"] == 5 / 8  # the fake answers SELECT 1 once its queue is empty
+
+
+def write_scored(folder, outcomes):
+    folder.mkdir()
+    (folder / "scored.jsonl").write_text(
+        "".join(json.dumps({"id": i, "ex": ex, "em": em, "hardness": "easy", "error": None}) + "\n"
+                for i, (ex, em) in enumerate(outcomes))
+    )
+    return folder
+
+
+def test_mcnemar_exact_p_values():
+    assert compare.mcnemar_exact(0, 0) == 1.0
+    assert compare.mcnemar_exact(0, 5) == pytest.approx(2 / 32)
+    assert compare.mcnemar_exact(3, 3) == 1.0
+    assert compare.mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)
+
+
+def test_compare_pairs_items_and_counts_discordant_pairs(tmp_path, capsys):
+    a = write_scored(tmp_path / "a", [(True, True)] * 50 + [(False, False)] * 50)
+    b = write_scored(tmp_path / "b", [(True, True)] * 48 + [(False, True)] * 2 + [(True, False)] * 12 + [(False, False)] * 38)
+    result = compare.compare(a, b)
+    assert result["ex"]["a_only"] == 2 and result["ex"]["b_only"] == 12
+    assert result["ex"]["difference"] == pytest.approx(0.10)
+    assert result["ex"]["p_value"] < 0.05 < result["em"]["p_value"]
+    compare.main([str(a), str(b)])
+    output = capsys.readouterr().out
+    assert "| EX | 50.0 | 60.0 | +10.0 |" in output and "EM: no measurable change" in output
+
+
+def test_leaderboard_prints_every_run_and_saves_a_chart(tmp_path, capsys):
+    for run, ex in (("base", 0.4), ("tuned", 0.6)):
+        (tmp_path / run).mkdir()
+        metrics = {"n": 972, "ex": ex, "em": ex / 2, "model": run, "split": "dev",
+                   "per_hardness": {"easy": {"n": 232, "ex": ex, "em": ex}}}
+        (tmp_path / run / "metrics.json").write_text(json.dumps(metrics))
+    leaderboard.main(["--results", str(tmp_path), "--markdown"])
+    output = capsys.readouterr().out
+    assert output.index("tuned") < output.index("base")  # best EX first
+    assert "|     60 |" in output and "|     40 |" in output
+    assert (tmp_path / "leaderboard.png").read_bytes().startswith(b"\x89PNG")
+
+
+@needs_spider
+def test_the_evaluate_metric_module_loads_offline_and_scores():
+    import evaluate as hf_evaluate
+
+    metric = hf_evaluate.load("evaluation/metrics/spider_exec")
+    db = str(SPIDER / "database" / "concert_singer" / "concert_singer.sqlite")
+    result = metric.compute(
+        predictions=["SELECT count(*) FROM singer", "SELECT name FROM singer", "SELECT nope FROM singer"],
+        references=["SELECT count(*) FROM singer"] * 3,
+        db_path=[db] * 3,
+    )
+    assert result == {"execution_accuracy": pytest.approx(1 / 3), "valid_sql_rate": pytest.approx(2 / 3)}

@@ -1,14 +1,16 @@
 """Evaluation throughput: questions per minute at batch 1 vs batched generation with schema-prefix reuse.
 
-Takes ``--per-db`` dev questions from each of the first dev databases (in dev.json order)
-until ``--questions`` are chosen, and answers each database's questions twice with the same
-model: one at a time with plain ``generate`` (``reuse_prefix=False``, the whole ~600-token
-prompt computed per question), then in batches of ``--batch-size`` that share the cached KV
-of the system prompt + schema. Running the two back to back per database keeps them under
-the same machine load. Prints a table, the speed-up, and every question whose raw output
-differs between the two. Not a test: numbers depend on the machine and its load.
+Takes ``--questions`` Spider dev questions that have a database: by default the first ones in
+dev.json order, as ``python -m evaluation.evaluate --limit N`` takes them; with ``--per-db K``
+only K from each database in turn (more schema prefixes to compute: a harder case). Each
+database's questions are answered twice with the same model: one at a time with plain
+``generate`` (``reuse_prefix=False``: the whole ~600-token prompt computed per question),
+then in batches of ``--batch-size`` that share the cached KV of the system prompt + schema,
+as the evaluation does. Running the two back to back per database keeps them under the same
+machine load. Prints a table, the speed-up, and every question whose raw output differs
+between the two. Not a test: numbers depend on the machine and its load.
 
-    nice -n 10 python benchmarks/eval_throughput.py [--questions 50] [--per-db 10] [--batch-size 10] [--threads N] [--model qwen2.5-coder-0.5b]
+    nice -n 10 python -m benchmarks.eval_throughput [--questions 50] [--per-db K] [--batch-size 16] [--threads N] [--model NAME]
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import argparse
 import itertools
 import os
 import time
+from pathlib import Path
 
 
-def pick_questions(total: int, per_db: int):
+def pick_questions(total: int, per_db: int | None):
     from text2sql.spider import Spider
 
     spider = Spider()
-    runnable = [e for e in spider.examples("dev") if spider.has_database(e.db_id)]
-    by_db = itertools.groupby(runnable, key=lambda e: e.db_id)
-    chosen = [e for _, group in by_db for e in list(group)[:per_db]]
+    chosen = [e for e in spider.examples("dev") if spider.has_database(e.db_id)]
+    if per_db:
+        chosen = [e for _, group in itertools.groupby(chosen, key=lambda e: e.db_id) for e in list(group)[:per_db]]
     return spider, chosen[:total]
 
 
@@ -38,8 +41,8 @@ def timed(function, *args, **kwargs):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=50)
-    parser.add_argument("--per-db", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--per-db", type=int, default=None, help="at most this many questions per database")
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--model", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
@@ -54,6 +57,9 @@ def main() -> None:
 
     spider, examples = pick_questions(args.questions, args.per_db)
     generator = load_generator(args.model)
+    import text2sql
+
+    print(f"text2sql from {Path(text2sql.__file__).parent}")
     print(
         f"model {generator.spec.name} ({generator.origin}), dtype {generator.base.dtype}, "
         f"{torch.get_num_threads()} threads, load average at start {os.getloadavg()[0]:.1f}"

@@ -91,7 +91,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions that have a database")
     parser.add_argument("--out", default=None, help="output folder (default: results/<model>/)")
     parser.add_argument("--spider", default=None, help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)")
-    parser.add_argument("--batch-size", type=int, default=8, help="questions per generate call (one database each)")
+    parser.add_argument("--batch-size", type=int, default=16, help="questions per generate call (one database each)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per query when scoring")
     parser.add_argument("--workers", type=int, default=2, help="scoring processes")

@@ -70,7 +70,7 @@ def score(predictions: Iterable[dict], spider, split: str = "dev", timeout_s: fl
     examples = spider.examples(split)
     by_id = {p["id"]: p for p in predictions}
     unknown = sorted(i for i in by_id if not 0 <= i < len(examples))
-    wrong_db = sorted(i for i in by_id if i not in unknown and by_id[i]["db_id"] != examples[i].db_id)
+    wrong_db = sorted(i for i in by_id if i not in unknown and by_id[i].get("db_id", examples[i].db_id) != examples[i].db_id)
     if unknown or wrong_db:
         raise ValueError(f"Predictions that don't fit {split}: unknown ids {unknown[:10]}, wrong db_id {wrong_db[:10]}")
     missing_db = [e.id for e in examples if not spider.has_database(e.db_id)]

@@ -309,9 +309,9 @@ def _common_prefix_length(token_ids: list[list[int]]) -> int:
 
 
 class PrefixStore:
-    """Keys and values of the most recent prompt prefixes of one model + adapter (a few MB per
-    thousand tokens for a 0.5B model), so questions about a database already asked about skip
-    recomputing its schema."""
+    """Keys and values of the most recent prompt prefixes of one model + adapter (about 25 MB
+    per thousand tokens for Qwen2.5-0.5B in fp32), so questions about a database already asked
+    about skip recomputing its schema."""
 
     def __init__(self, size: int = 4):
         self.size = size

@@ -63,6 +63,19 @@ def compare(run_a, run_b) -> dict[str, dict]:
     }
 
 
+def of_split(run) -> str:
+    """The text " of <size of the run's split>", when the run folder's metrics.json names the split."""
+    metrics = Path(run) / "metrics.json"
+    if not metrics.is_file():
+        return ""
+    from text2sql.spider import Spider
+
+    try:
+        return f" of {len(Spider().examples(json.loads(metrics.read_text())['split']))}"
+    except (OSError, KeyError, ValueError):
+        return ""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", help="run folder (or its scored.jsonl): the baseline")
@@ -70,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = compare(args.a, args.b)
     n = results["ex"]["n"]
-    print(f"A = {args.a}\nB = {args.b}\npaired on n = {n} items scored in both\n")
+    print(f"A = {args.a}\nB = {args.b}\npaired on the items scored in both: n = {n}{of_split(args.a)}\n")
     print("| metric | A % | B % | B - A (points) | 95% CI | A only | B only | McNemar p |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for metric, r in results.items():

@@ -175,7 +175,7 @@ def chart(metrics: dict, items: list[dict], total: int):
     axes.set_ylim(0, 100)
     axes.set_ylabel("%")
     axes.set_title(f"{metrics['model']}, Spider {metrics['split']} (n = {metrics['n']} of {total}), 95% CI")
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper right")
     axes.grid(axis="y", alpha=0.3)
     return figure
 

@@ -79,6 +79,8 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
     private = {"api_visibility": "private"}  # the UI's events; programs use the four endpoints below
 
     with gr.Blocks(title="text2sql: ask a SQLite database in plain English", delete_cache=(3600, 3600)) as demo:
+        # First, so the four endpoints get their names (a private UI event would take "/compare").
+        register_client_api(client_api, settings.generation_concurrency)
         workspace = gr.State(None, delete_callback=Workspace.close_if_any)
         gr.Markdown(INTRO, elem_id="title")
         with gr.Tabs():
@@ -185,8 +187,6 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
         demo.load(**board)
         reload_board.click(**board)
         about_tab.select(handlers.loaded_models_markdown, None, loaded, **private)
-
-        register_client_api(client_api, settings.generation_concurrency)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=SANDBOX_CONCURRENCY)
     return demo
 

@@ -51,7 +51,7 @@ INSERT INTO orders VALUES
     (2, 2, '2024-01-19', 'delivered'),
     (3, 1, '2024-02-02', 'delivered'),
     (4, 3, '2024-02-14', 'delivered'),
-    (5, 4, '2024-02-29', 'returned'),
+    (5, 4, '2024-02-29', 'delivered'),
     (6, 5, '2024-03-03', 'delivered'),
     (7, 2, '2024-03-11', 'delivered'),
     (8, 6, '2024-03-21', 'delivered'),

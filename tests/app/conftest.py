@@ -61,11 +61,17 @@ def results_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_parts(fake_models, results_dir, tmp_path_factory):
+def work_dir(tmp_path_factory) -> Path:
+    """The app's own files: built examples, and users' private copies under uploads/."""
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="module")
+def app_parts(fake_models, results_dir, work_dir):
     """(demo, app, service) from app.create(), on the fake models."""
     import app
 
-    return app.create(results_dir=results_dir, work_dir=tmp_path_factory.mktemp("work"))
+    return app.create(results_dir=results_dir, work_dir=work_dir)
 
 
 @pytest.fixture(scope="module")

@@ -96,8 +96,8 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
                                                  placeholder="CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);\n\n"
                                                              "or\n\nTable: users\nColumns: id, name, age")
                         summary = gr.Markdown(elem_id="schema-summary")
-                        with gr.Accordion("Schema the model sees", open=False):
-                            ddl = gr.Code(language="sql", interactive=False, show_label=False, max_lines=30)
+                        with gr.Accordion("Schema the model sees", open=True):
+                            ddl = gr.Code(language="sql", interactive=False, show_label=False, max_lines=28, wrap_lines=True)
                     with gr.Column(scale=3):
                         gr.Markdown("### 2. Question")
                         question = gr.Textbox(label="Question", placeholder="e.g. Which customer has placed the most orders?",
@@ -105,7 +105,7 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
                         with gr.Row(equal_height=True):
                             model = gr.Dropdown(models, value=registry.default, label="Model", scale=3)
                             generate = gr.Button("Generate SQL", variant="primary", scale=1, elem_id="generate")
-                        sql = gr.Code(language="sql", interactive=True, lines=4, elem_id="sql",
+                        sql = gr.Code(language="sql", interactive=True, lines=4, elem_id="sql", wrap_lines=True,
                                       label="SQL (edit it and press Run)")
                         note = gr.Markdown(elem_id="note")
                         with gr.Row():
@@ -113,7 +113,7 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
                             csv = gr.DownloadButton("Download CSV", visible=False, scale=0, min_width=160, size="md")
                         status = gr.Markdown(elem_id="status")
                         table = gr.Dataframe(interactive=False, label="Result", max_height=420, elem_id="result",
-                                             buttons=["copy", "fullscreen"])
+                                             buttons=["copy", "fullscreen"], visible=False)
                 example_questions = gr.Examples(
                     [[e.name, q.question] for e in examples.examples for q in e.questions],
                     inputs=[example, question],
@@ -137,10 +137,11 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
                         with gr.Column(min_width=260):
                             slots += [
                                 gr.Markdown(visible=False),
-                                gr.Code(language="sql", interactive=False, show_label=False, visible=False),
+                                gr.Code(language="sql", interactive=False, show_label=False, visible=False, wrap_lines=True,
+                                        lines=2, max_lines=8),
                                 gr.Dataframe(interactive=False, show_label=False, visible=False, max_height=300),
                             ]
-                gr.Markdown("## Leaderboard (Spider dev, from `results/`)")
+                gr.Markdown("## Leaderboard (evaluation runs in `results/`)")
                 with gr.Row():
                     board_message = gr.Markdown()
                     reload_board = gr.Button("Reload", scale=0, min_width=100, size="sm")

@@ -105,14 +105,16 @@ class Handlers:
     def run(self, kind, example, upload, text, sql, workspace):
         """(workspace, table, status, csv): run the SQL box's query in the sandbox."""
         workspace, database = self._database(workspace, kind, example, upload, text)
+        hidden = gr.update(value=None, visible=False)
         if not (sql or "").strip():
-            return workspace, None, "Nothing to run yet: ask a question or write a query.", gr.update(visible=False)
+            return workspace, hidden, "Nothing to run yet: ask a question or write a query.", gr.update(visible=False)
         result = run_or_check(database, sql)
         status = result_summary(result, database.has_data)
         if not result.ok or not database.has_data:
-            return workspace, None, status, gr.update(visible=False)
+            return workspace, hidden, status, gr.update(visible=False)
         csv = write_csv(result, workspace.folder / "result.csv")
-        return workspace, result_frame(result), status, gr.update(value=str(csv), visible=True)
+        table = gr.update(value=result_frame(result), visible=True)
+        return workspace, table, status, gr.update(value=str(csv), visible=True)
 
     # -- Compare tab -------------------------------------------------------------
 
@@ -156,7 +158,7 @@ class Handlers:
     def models_markdown() -> str:
         """Every registry model: where its weights come from, with links to the model cards."""
         registry = default_registry()
-        lines = ["| model | weights | |", "|---|---|---|"]
+        lines = ["| model | weights | model card |", "|---|---|---|"]
         for name, spec in registry.models.items():
             default = " (default)" if name == registry.default else ""
             where = spec.base.describe() + (f" + adapter {spec.adapter.describe()}" if spec.adapter else "")

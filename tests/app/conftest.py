@@ -4,6 +4,7 @@ served on a free local port (uvicorn in a thread), as `python app.py` serves it.
     python -m pytest tests/app -v
 """
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -86,12 +87,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_url(app_parts):
-    """The FastAPI app (REST + mounted Gradio) served by uvicorn on a free port."""
+@contextlib.contextmanager
+def serve(app):
+    """Serve ``app`` with uvicorn on a free local port (as `python app.py` does); yields its URL."""
     import uvicorn
 
-    _, app, _ = app_parts
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -101,6 +101,15 @@ def server_url(app_parts):
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the app's server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url(app_parts):
+    """The FastAPI app (REST + mounted Gradio) on the fake models, served on a free port."""
+    with serve(app_parts[1]) as url:
+        yield url

@@ -109,22 +109,24 @@ def test_generate_then_run_gives_the_table_and_a_csv(handlers, fake_models):
     assert fake_models.history[-1][1]["content"].endswith("Question: Three most expensive?")
 
     workspace, table, status, csv = handlers.run(EXAMPLE, "shop", None, "", sql, workspace)
-    assert list(table.columns) == ["name", "price"]
-    assert table.values.tolist() == [["Burr grinder", 89.0], ["Milk frother", 45.0], ["Pour-over dripper", 29.0]]
+    assert table["visible"] is True
+    frame = table["value"]
+    assert list(frame.columns) == ["name", "price"]
+    assert frame.values.tolist() == [["Burr grinder", 89.0], ["Milk frother", 45.0], ["Pour-over dripper", 29.0]]
     assert status.startswith("✅ 3 rows in")
     assert csv["visible"] is True
-    assert pd.read_csv(csv["value"]).equals(table)
+    assert pd.read_csv(csv["value"]).equals(frame)
 
 
 def test_the_user_can_edit_the_sql_and_run_again(handlers):
     workspace, table, status, _ = handlers.run(EXAMPLE, "school", None, "", "SELECT count(*) AS n FROM students", None)
-    assert table.values.tolist() == [[8]] and status.startswith("✅ 1 row in")
+    assert table["value"].values.tolist() == [[8]] and status.startswith("✅ 1 row in")
 
 
 def test_run_refuses_writes_in_plain_words_and_the_file_is_untouched(handlers, upload):
     before = sha256_of(upload)
     workspace, table, status, csv = handlers.run(UPLOAD, None, str(upload), "", "DELETE FROM person", None)
-    assert table is None and csv["visible"] is False
+    assert table["visible"] is False and csv["visible"] is False
     assert status.startswith("❌ Refused: only read-only SELECT queries")
     assert sha256_of(upload) == before
 
@@ -135,28 +137,28 @@ def test_run_reports_sql_errors_and_blobs_and_duplicate_columns(handlers, upload
     sql = 'SELECT p.id, f.person_a AS id, t."blob col" FROM person p, friendship f, "Table With Space" t ' \
           "WHERE p.id = 1 AND f.person_a = 1 AND t.id = 1"
     _, table, _, _ = handlers.run(UPLOAD, None, str(upload), "", sql, None)
-    assert list(table.columns) == ["id", "id (2)", "blob col"]
-    assert table.values.tolist() == [[1, 1, "<2 bytes>"]]
+    assert list(table["value"].columns) == ["id", "id (2)", "blob col"]
+    assert table["value"].values.tolist() == [[1, 1, "<2 bytes>"]]
 
 
 def test_run_truncates_long_results_and_says_so(handlers, monkeypatch):
     monkeypatch.setenv("TEXT2SQL_MAX_ROWS", "5")
     sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) SELECT i FROM n"
     _, table, status, _ = handlers.run(EXAMPLE, "shop", None, "", sql, None)
-    assert len(table) == 5 and "truncated: only the first 5 rows are shown" in status
+    assert len(table["value"]) == 5 and "truncated: only the first 5 rows are shown" in status
 
 
 def test_run_on_a_pasted_schema_only_checks_the_sql(handlers):
     schema = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);"
     _, table, status, csv = handlers.run(PASTE, None, None, schema, "SELECT count(*) FROM users WHERE age > 30", None)
-    assert table is None and csv["visible"] is False and status.startswith("✅ The SQL is valid for this schema")
+    assert table["visible"] is False and csv["visible"] is False and status.startswith("✅ The SQL is valid for this schema")
     _, _, status, _ = handlers.run(PASTE, None, None, schema, "SELECT salary FROM users", None)
     assert status == "❌ SQLite error: no such column: salary"
 
 
 def test_run_with_an_empty_sql_box_says_what_to_do(handlers):
     _, table, status, _ = handlers.run(EXAMPLE, "shop", None, "", "  ", None)
-    assert table is None and status.startswith("Nothing to run yet")
+    assert table["visible"] is False and status.startswith("Nothing to run yet")
 
 
 def test_generate_errors_are_plain_gradio_errors(handlers, tmp_path):

@@ -13,6 +13,7 @@ Qwen2.5-Coder-0.5B, so this runs offline on a CPU. Environment: ``TEXT2SQL_*`` s
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import tempfile
@@ -65,8 +66,8 @@ folder for your session, never modified, and deleted when your session ends.
 """
 
 APIS = """## Use it from code
-* **REST:** `POST /generate_sql` with `{{"schema": "...", "question": "...", "model": "..."}}` returns
-  `{{"sql", "execution_time_ms", "model"}}`; `GET /health`, `GET /models`; OpenAPI docs at [/docs](/docs).
+* **REST:** `POST /generate_sql` with `{"schema": "...", "question": "...", "model": "..."}` returns
+  `{"sql", "execution_time_ms", "model"}`; `GET /health`, `GET /models`; OpenAPI docs at [/docs](/docs).
 * **gradio_client:** `/generate_sql`, `/run_sql`, `/ask`, `/compare` (see *Use via API* at the foot of the page).
 """
 
@@ -197,14 +198,16 @@ def create(results_dir: Path = RESULTS_DIR, work_dir: Path | None = None):
     and the service both use.
     ``work_dir`` holds the built example databases and users' private copies of uploads
     (default: a fresh temporary folder, deleted when the process exits)."""
+    cleanups = []
     if work_dir is None:
         work_dir = Path(tempfile.mkdtemp(prefix="text2sql-app-"))
-        atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
+        cleanups.append(functools.partial(shutil.rmtree, work_dir, ignore_errors=True))
+        atexit.register(cleanups[0])  # when no server ran (e.g. `import app`)
     examples = ExampleDatabases(work_dir / "examples")
     service = Service(limit=GenerationLimit.from_settings())
     handlers = Handlers(service, examples, work_dir / "uploads", Path(results_dir))
     demo = build_demo(handlers, ClientAPI(service, work_dir / "uploads"), examples)
-    return demo, create_app(demo, service, theme=THEME, css=CSS), service
+    return demo, create_app(demo, service, on_shutdown=cleanups, theme=THEME, css=CSS), service
 
 
 demo, app, service = create()

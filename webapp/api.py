@@ -18,7 +18,9 @@ the routes with ``demo.app.add_api_route`` after ``launch(prevent_thread_lock=Tr
 
 # No `from __future__ import annotations`: gr.api reads these functions' type hints at runtime.
 
+import contextlib
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import gradio as gr
@@ -152,12 +154,22 @@ def _validation_message(error: RequestValidationError) -> str:
     return "Bad request: " + "; ".join(problems)
 
 
-def create_app(demo: gr.Blocks, service: Service, **mount_options) -> FastAPI:
+def create_app(demo: gr.Blocks, service: Service, on_shutdown: Sequence[Callable[[], None]] = (),
+               **mount_options) -> FastAPI:
     """FastAPI with the REST routes, and the Gradio app (UI + client API) mounted at ``/``
-    (``mount_options``: theme, css, ... for ``gr.mount_gradio_app``)."""
+    (``mount_options``: theme, css, ... for ``gr.mount_gradio_app``). ``on_shutdown`` runs when
+    the server stops (uvicorn ends a SIGTERM by re-raising it, so ``atexit`` would not run)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        for cleanup in on_shutdown:
+            cleanup()
+
     app = FastAPI(
         title="text2sql",
         description="Small-model text-to-SQL. The web UI is at /, the gradio_client API under /gradio_api.",
+        lifespan=lifespan,
     )
 
     @app.exception_handler(RequestValidationError)

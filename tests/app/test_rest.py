@@ -106,3 +106,17 @@ def test_the_ui_is_served_by_the_same_app(client):
     assert client.get("/gradio_api/info").json()["named_endpoints"].keys() == {
         "/generate_sql", "/run_sql", "/ask", "/compare"
     }
+
+
+def test_the_apps_own_files_are_deleted_when_the_server_stops(fake_models, tmp_path, monkeypatch):
+    import tempfile
+
+    import app
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    _, served, _ = app.create(results_dir=tmp_path / "results")
+    [work_dir] = tmp_path.glob("text2sql-app-*")
+    assert (work_dir / "examples" / "shop.sqlite").is_file()
+    with TestClient(served) as client:
+        assert client.get("/health").status_code == 200
+    assert not work_dir.exists()

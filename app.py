@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 
@@ -72,13 +73,123 @@ APIS = """## Use it from code
 """
 
 
-def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatabases) -> gr.Blocks:
-    settings = get_settings()
-    registry = default_registry()
-    models = registry.names()
-    generation_events = {"concurrency_id": GENERATION_EVENTS, "concurrency_limit": settings.generation_concurrency}
-    private = {"api_visibility": "private"}  # the UI's events; programs use the four endpoints below
+PRIVATE = {"api_visibility": "private"}
+"""For the UI's own events: programs use the four client endpoints (webapp/api.py) instead."""
 
+
+def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
+    """The Ask tab's components: the database on the left, question, SQL and result on the right."""
+    registry = default_registry()
+    ui = SimpleNamespace()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            gr.Markdown("### 1. Database")
+            ui.kind = gr.Radio(SOURCES, value=EXAMPLE, show_label=False, elem_id="source-kind")
+            ui.example = gr.Dropdown(examples.choices(), value=examples.names()[0], label="Example database")
+            ui.upload = gr.File(file_types=UPLOAD_TYPES, type="filepath", visible=False, elem_id="upload",
+                                label=f"SQLite file (.sqlite, .db, .sqlite3; up to {settings.max_upload_bytes // 2**20} MB)")
+            ui.schema_text = gr.Textbox(lines=8, visible=False, label="Schema", elem_id="schema-text",
+                                        placeholder="CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);"
+                                                    "\n\nor\n\nTable: users\nColumns: id, name, age")
+            ui.summary = gr.Markdown(elem_id="schema-summary")
+            with gr.Accordion("Schema the model sees", open=True):
+                ui.ddl = gr.Code(language="sql", interactive=False, show_label=False, max_lines=28, wrap_lines=True)
+        with gr.Column(scale=3):
+            gr.Markdown("### 2. Question")
+            ui.question = gr.Textbox(label="Question", placeholder="e.g. Which customer has placed the most orders?",
+                                     elem_id="question")
+            with gr.Row(equal_height=True):
+                ui.model = gr.Dropdown(registry.names(), value=registry.default, label="Model", scale=3)
+                ui.generate = gr.Button("Generate SQL", variant="primary", scale=1, elem_id="generate")
+            ui.sql = gr.Code(language="sql", interactive=True, lines=4, elem_id="sql", wrap_lines=True,
+                             label="SQL (edit it and press Run)")
+            ui.note = gr.Markdown(elem_id="note")
+            with gr.Row():
+                ui.run = gr.Button("Run", variant="secondary", elem_id="run", scale=0, min_width=120)
+                ui.csv = gr.DownloadButton("Download CSV", visible=False, scale=0, min_width=160, size="md")
+            ui.status = gr.Markdown(elem_id="status")
+            ui.table = gr.Dataframe(interactive=False, label="Result", max_height=420, elem_id="result",
+                                    buttons=["copy", "fullscreen"], visible=False)
+    ui.examples = gr.Examples(
+        [[e.name, q.question] for e in examples.examples for q in e.questions],
+        inputs=[ui.example, ui.question],
+        label="Example questions (click one to ask it)",
+        cache_examples=False,  # on Spaces the default would run the model on every example at startup
+        examples_per_page=9,
+    )
+    ui.source = [ui.kind, ui.example, ui.upload, ui.schema_text]
+    return ui
+
+
+def compare_tab() -> SimpleNamespace:
+    """The Compare tab's components: question, models, one column per model, the leaderboard."""
+    models = default_registry().names()
+    ui = SimpleNamespace()
+    gr.Markdown("Ask several models the same question about the database chosen in the **Ask** tab.")
+    ui.database = gr.Markdown()
+    with gr.Row(equal_height=True):
+        ui.question = gr.Textbox(label="Question", scale=3, elem_id="compare-question")
+        ui.models = gr.CheckboxGroup(models, value=models[:MAX_COMPARED], scale=2, label=f"Models (2 to {MAX_COMPARED})")
+        ui.compare = gr.Button("Compare", variant="primary", scale=1)
+    ui.agreement = gr.Markdown()
+    ui.slots = []  # header, SQL and result for each model
+    with gr.Row(equal_height=False):
+        for _ in range(MAX_COMPARED):
+            with gr.Column(min_width=260):
+                ui.slots += [
+                    gr.Markdown(visible=False),
+                    gr.Code(language="sql", interactive=False, show_label=False, visible=False, wrap_lines=True,
+                            lines=2, max_lines=8),
+                    gr.Dataframe(interactive=False, show_label=False, visible=False, max_height=300),
+                ]
+    gr.Markdown("## Leaderboard (evaluation runs in `results/`)")
+    with gr.Row():
+        ui.board_message = gr.Markdown()
+        ui.reload = gr.Button("Reload", scale=0, min_width=100, size="sm")
+    ui.board_table = gr.Dataframe(interactive=False, visible=False, show_label=False)
+    ui.board_chart = gr.Plot(visible=False, show_label=False)
+    return ui
+
+
+def wire_ask(demo: gr.Blocks, ui: SimpleNamespace, handlers: Handlers, workspace: gr.State,
+             generation_events: dict) -> None:
+    show_schema = {"fn": handlers.show_schema, "inputs": [*ui.source, workspace],
+                   "outputs": [workspace, ui.summary, ui.ddl], **PRIVATE}
+    ui.kind.change(handlers.source_controls, ui.kind, [ui.example, ui.upload, ui.schema_text], **PRIVATE
+                   ).then(**show_schema)
+    ui.example.change(**show_schema)
+    ui.upload.change(**show_schema)
+    ui.schema_text.blur(**show_schema)
+    demo.load(**show_schema)
+
+    def generate_then_run(trigger) -> None:
+        trigger(
+            handlers.generate, [*ui.source, ui.question, ui.model, workspace], [workspace, ui.sql, ui.note],
+            show_progress_on=[ui.sql], **generation_events, **PRIVATE,
+        ).success(handlers.run, [*ui.source, ui.sql, workspace], [workspace, ui.table, ui.status, ui.csv], **PRIVATE)
+
+    generate_then_run(ui.generate.click)
+    generate_then_run(ui.question.submit)
+    # A clicked example fills in the database and the question; make the example the source, then ask.
+    generate_then_run(ui.examples.load_input_event.then(lambda: EXAMPLE, None, ui.kind, **PRIVATE).then)
+    ui.run.click(handlers.run, [*ui.source, ui.sql, workspace], [workspace, ui.table, ui.status, ui.csv],
+                 concurrency_limit=SANDBOX_CONCURRENCY, **PRIVATE)
+
+
+def wire_compare(demo: gr.Blocks, ui: SimpleNamespace, ask: SimpleNamespace, handlers: Handlers,
+                 workspace: gr.State, generation_events: dict) -> None:
+    ask.summary.change(lambda text: text, ask.summary, ui.database, **PRIVATE)
+    for trigger in (ui.compare.click, ui.question.submit):
+        trigger(handlers.compare, [*ask.source, ui.question, ui.models, workspace],
+                [workspace, ui.agreement, *ui.slots], **generation_events, **PRIVATE)
+    for trigger in (demo.load, ui.reload.click):
+        trigger(handlers.leaderboard, None, [ui.board_message, ui.board_table, ui.board_chart], **PRIVATE)
+
+
+def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatabases) -> gr.Blocks:
+    """The whole UI, the client API endpoints and the queue (sized from the settings)."""
+    settings = get_settings()
+    generation_events = {"concurrency_id": GENERATION_EVENTS, "concurrency_limit": settings.generation_concurrency}
     with gr.Blocks(title="text2sql: ask a SQLite database in plain English", delete_cache=(3600, 3600)) as demo:
         # First, so the four endpoints get their names (a private UI event would take "/compare").
         register_client_api(client_api, settings.generation_concurrency)
@@ -86,109 +197,19 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
         gr.Markdown(INTRO, elem_id="title")
         with gr.Tabs():
             with gr.Tab("Ask", id="ask"):
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=2):
-                        gr.Markdown("### 1. Database")
-                        kind = gr.Radio(SOURCES, value=EXAMPLE, show_label=False, elem_id="source-kind")
-                        example = gr.Dropdown(examples.choices(), value=examples.names()[0], label="Example database")
-                        upload = gr.File(file_types=UPLOAD_TYPES, type="filepath", visible=False, elem_id="upload",
-                                         label=f"SQLite file (.sqlite, .db, .sqlite3; up to {settings.max_upload_bytes // 2**20} MB)")
-                        schema_text = gr.Textbox(lines=8, visible=False, label="Schema", elem_id="schema-text",
-                                                 placeholder="CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);\n\n"
-                                                             "or\n\nTable: users\nColumns: id, name, age")
-                        summary = gr.Markdown(elem_id="schema-summary")
-                        with gr.Accordion("Schema the model sees", open=True):
-                            ddl = gr.Code(language="sql", interactive=False, show_label=False, max_lines=28, wrap_lines=True)
-                    with gr.Column(scale=3):
-                        gr.Markdown("### 2. Question")
-                        question = gr.Textbox(label="Question", placeholder="e.g. Which customer has placed the most orders?",
-                                              elem_id="question")
-                        with gr.Row(equal_height=True):
-                            model = gr.Dropdown(models, value=registry.default, label="Model", scale=3)
-                            generate = gr.Button("Generate SQL", variant="primary", scale=1, elem_id="generate")
-                        sql = gr.Code(language="sql", interactive=True, lines=4, elem_id="sql", wrap_lines=True,
-                                      label="SQL (edit it and press Run)")
-                        note = gr.Markdown(elem_id="note")
-                        with gr.Row():
-                            run = gr.Button("Run", variant="secondary", elem_id="run", scale=0, min_width=120)
-                            csv = gr.DownloadButton("Download CSV", visible=False, scale=0, min_width=160, size="md")
-                        status = gr.Markdown(elem_id="status")
-                        table = gr.Dataframe(interactive=False, label="Result", max_height=420, elem_id="result",
-                                             buttons=["copy", "fullscreen"], visible=False)
-                example_questions = gr.Examples(
-                    [[e.name, q.question] for e in examples.examples for q in e.questions],
-                    inputs=[example, question],
-                    label="Example questions (click one to ask it)",
-                    cache_examples=False,
-                    examples_per_page=9,
-                )
-
+                ask = ask_tab(examples, settings)
             with gr.Tab("Compare models", id="compare"):
-                gr.Markdown("Ask several models the same question about the database chosen in the **Ask** tab.")
-                compare_database = gr.Markdown()
-                with gr.Row(equal_height=True):
-                    compare_question = gr.Textbox(label="Question", scale=3, elem_id="compare-question")
-                    compare_models = gr.CheckboxGroup(models, value=models[:MAX_COMPARED], scale=2,
-                                                      label=f"Models (2 to {MAX_COMPARED})")
-                    compare = gr.Button("Compare", variant="primary", scale=1)
-                agreement = gr.Markdown()
-                slots = []
-                with gr.Row(equal_height=False):
-                    for _ in range(MAX_COMPARED):
-                        with gr.Column(min_width=260):
-                            slots += [
-                                gr.Markdown(visible=False),
-                                gr.Code(language="sql", interactive=False, show_label=False, visible=False, wrap_lines=True,
-                                        lines=2, max_lines=8),
-                                gr.Dataframe(interactive=False, show_label=False, visible=False, max_height=300),
-                            ]
-                gr.Markdown("## Leaderboard (evaluation runs in `results/`)")
-                with gr.Row():
-                    board_message = gr.Markdown()
-                    reload_board = gr.Button("Reload", scale=0, min_width=100, size="sm")
-                board_table = gr.Dataframe(interactive=False, visible=False, show_label=False)
-                board_chart = gr.Plot(visible=False, show_label=False)
-
-            with gr.Tab("About", id="about") as about_tab:
+                compare = compare_tab()
+            with gr.Tab("About", id="about") as about:
                 gr.Markdown(ABOUT.format(
                     samples=settings.sample_values, timeout=settings.query_timeout_s, rows=settings.max_rows,
                     upload_mb=settings.max_upload_bytes // 2**20, models=handlers.models_markdown(),
                 ))
                 loaded = gr.Markdown(handlers.loaded_models_markdown())
                 gr.Markdown(APIS)
-
-        # -- wiring --------------------------------------------------------------------
-        source = [kind, example, upload, schema_text]
-        show_schema = {"fn": handlers.show_schema, "inputs": [*source, workspace],
-                       "outputs": [workspace, summary, ddl], **private}
-        kind.change(handlers.source_controls, kind, [example, upload, schema_text], **private).then(**show_schema)
-        example.change(**show_schema)
-        upload.change(**show_schema)
-        schema_text.blur(**show_schema)
-        demo.load(**show_schema)
-        summary.change(lambda text: text, summary, compare_database, **private)
-
-        def ask(trigger):
-            """Generate SQL for the question, then run it."""
-            return trigger(
-                handlers.generate, [*source, question, model, workspace], [workspace, sql, note],
-                show_progress_on=[sql], **generation_events, **private,
-            ).success(handlers.run, [*source, sql, workspace], [workspace, table, status, csv], **private)
-
-        ask(generate.click)
-        ask(question.submit)
-        ask(example_questions.load_input_event.then(lambda: EXAMPLE, None, kind, **private).then)
-        run.click(handlers.run, [*source, sql, workspace], [workspace, table, status, csv],
-                  concurrency_limit=SANDBOX_CONCURRENCY, **private)
-
-        compare.click(handlers.compare, [*source, compare_question, compare_models, workspace],
-                      [workspace, agreement, *slots], **generation_events, **private)
-        compare_question.submit(handlers.compare, [*source, compare_question, compare_models, workspace],
-                                [workspace, agreement, *slots], **generation_events, **private)
-        board = {"fn": handlers.leaderboard, "outputs": [board_message, board_table, board_chart], **private}
-        demo.load(**board)
-        reload_board.click(**board)
-        about_tab.select(handlers.loaded_models_markdown, None, loaded, **private)
+        wire_ask(demo, ask, handlers, workspace, generation_events)
+        wire_compare(demo, compare, ask, handlers, workspace, generation_events)
+        about.select(handlers.loaded_models_markdown, None, loaded, **PRIVATE)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=SANDBOX_CONCURRENCY)
     return demo
 

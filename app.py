@@ -131,7 +131,7 @@ def compare_tab() -> SimpleNamespace:
         ui.question = gr.Textbox(label="Question", scale=3, elem_id="compare-question")
         ui.models = gr.CheckboxGroup(models, value=models[:MAX_COMPARED], scale=2, label=f"Models (2 to {MAX_COMPARED})")
         ui.compare = gr.Button("Compare", variant="primary", scale=1)
-    ui.agreement = gr.Markdown()
+    ui.agreement = gr.Markdown("Pick 2 to 4 models and press **Compare**.")
     ui.slots = []  # header, SQL and result for each model
     with gr.Row(equal_height=False):
         for _ in range(MAX_COMPARED):
@@ -153,6 +153,7 @@ def compare_tab() -> SimpleNamespace:
 
 def wire_ask(demo: gr.Blocks, ui: SimpleNamespace, handlers: Handlers, workspace: gr.State,
              generation_events: dict) -> None:
+    generated = gr.State(False)  # whether the last Generate produced SQL to run
     show_schema = {"fn": handlers.show_schema, "inputs": [*ui.source, workspace],
                    "outputs": [workspace, ui.summary, ui.ddl], **PRIVATE}
     ui.kind.change(handlers.source_controls, ui.kind, [ui.example, ui.upload, ui.schema_text], **PRIVATE
@@ -162,18 +163,21 @@ def wire_ask(demo: gr.Blocks, ui: SimpleNamespace, handlers: Handlers, workspace
     ui.schema_text.blur(**show_schema)
     demo.load(**show_schema)
 
+    # Generation reports problems in the note rather than raising: Gradio's "Error" badge would
+    # cover the SQL box and stop the user from editing it.
     def generate_then_run(trigger) -> None:
         trigger(
-            handlers.generate, [*ui.source, ui.question, ui.model, workspace], [workspace, ui.sql, ui.note],
+            handlers.generate, [*ui.source, ui.question, ui.model, workspace], [workspace, ui.sql, ui.note, generated],
             show_progress_on=[ui.sql], **generation_events, **PRIVATE,
-        ).success(handlers.run, [*ui.source, ui.sql, workspace], [workspace, ui.table, ui.status, ui.csv], **PRIVATE)
+        ).then(handlers.run_generated, [generated, *ui.source, ui.sql, workspace],
+               [workspace, ui.table, ui.status, ui.csv], show_progress_on=[ui.status], **PRIVATE)
 
     generate_then_run(ui.generate.click)
     generate_then_run(ui.question.submit)
     # A clicked example fills in the database and the question; make the example the source, then ask.
     generate_then_run(ui.examples.load_input_event.then(lambda: EXAMPLE, None, ui.kind, **PRIVATE).then)
     ui.run.click(handlers.run, [*ui.source, ui.sql, workspace], [workspace, ui.table, ui.status, ui.csv],
-                 concurrency_limit=SANDBOX_CONCURRENCY, **PRIVATE)
+                 show_progress_on=[ui.status], concurrency_limit=SANDBOX_CONCURRENCY, **PRIVATE)
 
 
 def wire_compare(demo: gr.Blocks, ui: SimpleNamespace, ask: SimpleNamespace, handlers: Handlers,
@@ -181,7 +185,7 @@ def wire_compare(demo: gr.Blocks, ui: SimpleNamespace, ask: SimpleNamespace, han
     ask.summary.change(lambda text: text, ask.summary, ui.database, **PRIVATE)
     for trigger in (ui.compare.click, ui.question.submit):
         trigger(handlers.compare, [*ask.source, ui.question, ui.models, workspace],
-                [workspace, ui.agreement, *ui.slots], **generation_events, **PRIVATE)
+                [workspace, ui.agreement, *ui.slots], show_progress_on=[ui.agreement], **generation_events, **PRIVATE)
     for trigger in (demo.load, ui.reload.click):
         trigger(handlers.leaderboard, None, [ui.board_message, ui.board_table, ui.board_chart], **PRIVATE)
 

@@ -87,19 +87,30 @@ class Handlers:
             return workspace, f"❌ {error}", ""
         return workspace, schema_summary(database), database.schema.to_ddl()
 
-    @plain_errors
     def generate(self, kind, example, upload, text, question, model, workspace, progress=gr.Progress(track_tqdm=True)):
-        """(workspace, sql, note): the model's SQL for the question, and how it went."""
-        workspace, database = self._database(workspace, kind, example, upload, text)
-        generation = self.service.generate(database.schema, question, model or None, progress)
+        """(workspace, sql, note, generated): the model's SQL for the question, and how it went.
+        A problem is reported in the note, and the SQL box keeps what the user had typed."""
+        workspace = workspace or Workspace(self.uploads_root)
+        try:
+            workspace, database = self._database(workspace, kind, example, upload, text)
+            generation = self.service.generate(database.schema, question, model or None, progress)
+        except (Text2SQLError, ValueError) as error:
+            return workspace, gr.skip(), f"❌ {error}", False
+        if not generation.sql:
+            note = f"❌ {generation.model} did not write a SQL query. Its answer was:\n\n> {generation.raw[:500]}"
+            return workspace, gr.skip(), note, False
         note = f"Written by **{generation.model}** in {generation.execution_time_ms / 1000:.1f} s."
         if generation.chatty:
             note += " The model added text around the SQL; only the SQL is kept."
         for warning in generation.warnings:
             note += f"\n\n⚠️ {warning}"
-        if not generation.sql:
-            note = f"❌ {generation.model} did not write a SQL query. Its answer was:\n\n> {generation.raw[:500]}"
-        return workspace, generation.sql, note
+        return workspace, generation.sql, note, True
+
+    def run_generated(self, generated, kind, example, upload, text, sql, workspace):
+        """``run`` right after ``generate``: the new SQL, or, when there is none, clear the old result."""
+        if not generated:
+            return workspace, gr.update(value=None, visible=False), "", gr.update(visible=False)
+        return self.run(kind, example, upload, text, sql, workspace)
 
     @plain_errors
     def run(self, kind, example, upload, text, sql, workspace):

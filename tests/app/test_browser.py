@@ -90,7 +90,10 @@ def test_upload_ask_edit_run_and_see_the_table(page, fake_models, example_dbs, t
     assert shot.stat().st_size > 10_000
 
 
-def test_a_refused_query_and_a_bad_file_show_plain_messages(page, tmp_path):
+def test_a_refused_query_a_missing_question_and_a_bad_file_show_plain_messages(page, tmp_path):
+    page.locator("#generate").click()
+    page.locator("#note").get_by_text("Type a question first.").wait_for()
+
     replace_sql(page, "DELETE FROM orders")
     page.locator("#run").click()
     page.locator("#status").get_by_text("Refused: only read-only SELECT queries").wait_for()

@@ -103,12 +103,12 @@ def test_show_schema_of_pasted_text_and_its_errors(handlers):
 
 def test_generate_then_run_gives_the_table_and_a_csv(handlers, fake_models):
     fake_models.enqueue("```sql\nSELECT name, price FROM products ORDER BY price DESC LIMIT 3;\n```")
-    workspace, sql, note = handlers.generate(EXAMPLE, "shop", None, "", "Three most expensive?", "", None)
-    assert sql == "SELECT name, price FROM products ORDER BY price DESC LIMIT 3"
+    workspace, sql, note, generated = handlers.generate(EXAMPLE, "shop", None, "", "Three most expensive?", "", None)
+    assert sql == "SELECT name, price FROM products ORDER BY price DESC LIMIT 3" and generated is True
     assert "Written by **fake**" in note and "only the SQL is kept" in note
     assert fake_models.history[-1][1]["content"].endswith("Question: Three most expensive?")
 
-    workspace, table, status, csv = handlers.run(EXAMPLE, "shop", None, "", sql, workspace)
+    workspace, table, status, csv = handlers.run_generated(generated, EXAMPLE, "shop", None, "", sql, workspace)
     assert table["visible"] is True
     frame = table["value"]
     assert list(frame.columns) == ["name", "price"]
@@ -161,25 +161,34 @@ def test_run_with_an_empty_sql_box_says_what_to_do(handlers):
     assert table["visible"] is False and status.startswith("Nothing to run yet")
 
 
-def test_generate_errors_are_plain_gradio_errors(handlers, tmp_path):
-    with pytest.raises(gr.Error, match="Type a question first"):
-        handlers.generate(EXAMPLE, "shop", None, "", "  ", "", None)
-    with pytest.raises(gr.Error, match="Unknown model 'nope'"):
-        handlers.generate(EXAMPLE, "shop", None, "", "How many?", "nope", None)
-    with pytest.raises(gr.Error, match="Line 1"):
-        handlers.generate(PASTE, None, None, "CREATE TABLE (", "How many?", "", None)
+@pytest.mark.parametrize(
+    "kind, text, question, model, message",
+    [
+        (EXAMPLE, "", "  ", "", "❌ Type a question first."),
+        (EXAMPLE, "", "How many?", "nope", "❌ Unknown model 'nope'."),
+        (PASTE, "CREATE TABLE (", "How many?", "", "❌ Line 1"),
+        (UPLOAD, "", "How many?", "", "❌ Upload a SQLite database file"),
+    ],
+)
+def test_generate_problems_go_to_the_note_and_the_sql_box_keeps_its_text(handlers, kind, text, question, model,
+                                                                          message):
+    workspace, sql, note, generated = handlers.generate(kind, "shop", None, text, question, model, None)
+    assert note.startswith(message) and generated is False
+    assert sql == gr.skip()  # no change
+    _, table, status, csv = handlers.run_generated(generated, kind, "shop", None, text, "SELECT 1", workspace)
+    assert table["visible"] is False and status == "" and csv["visible"] is False
 
 
 def test_generate_when_the_model_writes_no_sql(handlers, fake_models):
     fake_models.enqueue("I am sorry, I cannot help with that.")
-    _, sql, note = handlers.generate(EXAMPLE, "shop", None, "", "Tell me a joke", "", None)
-    assert sql == "" and note.startswith("❌ fake did not write a SQL query") and "I am sorry" in note
+    _, sql, note, generated = handlers.generate(EXAMPLE, "shop", None, "", "Tell me a joke", "", None)
+    assert generated is False and note.startswith("❌ fake did not write a SQL query") and "I am sorry" in note
 
 
 def test_generate_uses_the_chosen_model_and_reports_progress(handlers, fake_models):
     steps = []
-    _, _, note = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "fake-b", None,
-                                   progress=lambda fraction, desc="": steps.append(desc))
+    _, _, note, _ = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "fake-b", None,
+                                      progress=lambda fraction, desc="": steps.append(desc))
     assert "Written by **fake-b**" in note
     assert steps == ["Loading fake-b (only the first time it is used)…", "fake-b is writing SQL…"]
     assert handlers.loaded_models_markdown() == "* **fake-b**: fake model for tests"

@@ -36,7 +36,7 @@ from text2sql.registry import default_registry
 from text2sql.settings import get_settings
 from webapp.results import result_json
 from webapp.service import Busy, Service
-from webapp.sources import open_request_source
+from webapp.sources import check_schema_text, open_request_source
 
 
 GENERATION_EVENTS = "model"
@@ -182,6 +182,7 @@ def create_app(demo: gr.Blocks, service: Service, on_shutdown: Sequence[Callable
         if body.model and body.model not in default_registry().names():
             return _error(400, f"Unknown model {body.model!r}. Available: {', '.join(default_registry().names())}.")
         try:
+            check_schema_text(body.schema_text)
             database = Database.from_text(body.schema_text)
             generation = service.generate(database.schema, body.question, body.model)
         except Busy as error:

@@ -57,6 +57,14 @@ class GenerationLimit:
             self._admitted.release()
 
 
+def check_question(question: str) -> None:
+    if not (question or "").strip():
+        raise ValueError("Type a question first.")
+    limit = get_settings().max_question_chars
+    if len(question) > limit:
+        raise ValueError(f"The question is {len(question):,} characters long; the limit is {limit:,}.")
+
+
 def _no_progress(fraction: float, desc: str = "") -> None:
     pass
 
@@ -82,8 +90,7 @@ class Service:
     def generate(self, schema: Schema, question: str, model: str | None = None, progress=_no_progress) -> Generation:
         """SQL for ``question`` (model None or "": the registry's default). ``progress(fraction,
         desc=...)`` hears when the model loads (once per process) and when it writes."""
-        if not (question or "").strip():
-            raise ValueError("Type a question first.")
+        check_question(question)
         name = model or default_registry().default
         with self.limit.slot():
             progress(0.05, desc=f"Loading {name} (only the first time it is used)…")
@@ -112,8 +119,7 @@ class Service:
         models = list(dict.fromkeys(models or []))
         if not MIN_COMPARED <= len(models) <= MAX_COMPARED:
             raise ValueError(f"Pick {MIN_COMPARED} to {MAX_COMPARED} models to compare.")
-        if not (question or "").strip():
-            raise ValueError("Type a question first.")
+        check_question(question)
         comparisons = []
         for i, model in enumerate(models):
             step = lambda fraction, desc="": progress((i + fraction) / len(models), desc=desc)  # noqa: E731

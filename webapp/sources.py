@@ -23,6 +23,7 @@ from pathlib import Path
 from examples.build import Example, build_all, list_examples
 from text2sql.errors import DatabaseFileError, SchemaError
 from text2sql.pipeline import Database
+from text2sql.settings import get_settings
 
 
 EXAMPLE, UPLOAD, PASTE = "Example database", "Upload a SQLite file", "Paste a schema"
@@ -110,8 +111,7 @@ def open_source(
             raise DatabaseFileError(NO_UPLOAD)
         return workspace.open(("upload", upload), lambda: Database.from_file(upload, private_dir=workspace.folder))
     if kind == PASTE:
-        if not (text or "").strip():
-            raise SchemaError(NO_SCHEMA)
+        check_schema_text(text)
         return workspace.open(("paste", text), lambda: Database.from_text(text))
     raise DatabaseFileError(NO_SOURCE)
 
@@ -121,6 +121,15 @@ def open_request_source(schema: str, database_file: str | None, private_dir: str
     caller deletes afterwards) or else schema text."""
     if database_file:
         return Database.from_file(database_file, private_dir=private_dir)
-    if (schema or "").strip():
-        return Database.from_text(schema)
-    raise SchemaError("Give a schema (CREATE TABLE statements or 'Table:'/'Columns:' lines) or a SQLite file.")
+    if not (schema or "").strip():
+        raise SchemaError("Give a schema (CREATE TABLE statements or 'Table:'/'Columns:' lines) or a SQLite file.")
+    check_schema_text(schema)
+    return Database.from_text(schema)
+
+
+def check_schema_text(text: str) -> None:
+    if not (text or "").strip():
+        raise SchemaError(NO_SCHEMA)
+    limit = get_settings().max_schema_chars
+    if len(text) > limit:
+        raise SchemaError(f"The schema is {len(text):,} characters long; the limit is {limit:,}.")

@@ -1,11 +1,12 @@
 """The UI's event handlers: plain methods that take component values and return new ones.
 
-Each handler turns the toolkit's errors (``Text2SQLError``, ``ValueError``) into
-``gr.Error`` with the same plain message, so the page shows words, never a traceback.
-Tests call these methods directly (tests/test_handlers.py).
+The toolkit's errors (``Text2SQLError``, ``ValueError``) carry messages written for users:
+the Ask tab shows them next to what failed (schema summary, note under the SQL, result
+status); the Compare tab raises them as ``gr.Error``. Either way the page shows words,
+never a traceback. Tests call these methods directly (tests/app/test_handlers.py).
 
     handlers = Handlers(service, examples, uploads_root, results_dir)
-    workspace, sql, note = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "", None)
+    workspace, sql, note, generated = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "", None)
 """
 
 from __future__ import annotations
@@ -67,9 +68,12 @@ class Handlers:
         self.uploads_root = uploads_root
         self.results_dir = results_dir
 
-    def _database(self, workspace, kind, example, upload, text) -> tuple[Workspace, Database]:
-        workspace = workspace or Workspace(self.uploads_root)
-        return workspace, open_source(workspace, self.examples, kind, example=example, upload=upload, text=text)
+    def _workspace(self, workspace: Workspace | None) -> Workspace:
+        """The session's workspace, made on its first event."""
+        return workspace or Workspace(self.uploads_root)
+
+    def _open(self, workspace, kind, example, upload, text) -> Database:
+        return open_source(workspace, self.examples, kind, example=example, upload=upload, text=text)
 
     # -- Ask tab ---------------------------------------------------------------
 
@@ -80,9 +84,9 @@ class Handlers:
 
     def show_schema(self, kind, example, upload, text, workspace):
         """(workspace, summary, DDL): what the model will see. Problems are shown in the summary."""
-        workspace = workspace or Workspace(self.uploads_root)
+        workspace = self._workspace(workspace)
         try:
-            workspace, database = self._database(workspace, kind, example, upload, text)
+            database = self._open(workspace, kind, example, upload, text)
         except Text2SQLError as error:
             return workspace, f"❌ {error}", ""
         return workspace, schema_summary(database), database.schema.to_ddl()
@@ -90,9 +94,9 @@ class Handlers:
     def generate(self, kind, example, upload, text, question, model, workspace, progress=gr.Progress(track_tqdm=True)):
         """(workspace, sql, note, generated): the model's SQL for the question, and how it went.
         A problem is reported in the note, and the SQL box keeps what the user had typed."""
-        workspace = workspace or Workspace(self.uploads_root)
+        workspace = self._workspace(workspace)
         try:
-            workspace, database = self._database(workspace, kind, example, upload, text)
+            database = self._open(workspace, kind, example, upload, text)
             generation = self.service.generate(database.schema, question, model or None, progress)
         except (Text2SQLError, ValueError) as error:
             return workspace, gr.skip(), f"❌ {error}", False
@@ -112,17 +116,20 @@ class Handlers:
             return workspace, gr.update(value=None, visible=False), "", gr.update(visible=False)
         return self.run(kind, example, upload, text, sql, workspace)
 
-    @plain_errors
     def run(self, kind, example, upload, text, sql, workspace):
         """(workspace, table, status, csv): run the SQL box's query in the sandbox."""
-        workspace, database = self._database(workspace, kind, example, upload, text)
-        hidden = gr.update(value=None, visible=False)
+        workspace = self._workspace(workspace)
+        hidden, no_csv = gr.update(value=None, visible=False), gr.update(visible=False)
         if not (sql or "").strip():
-            return workspace, hidden, "Nothing to run yet: ask a question or write a query.", gr.update(visible=False)
+            return workspace, hidden, "Nothing to run yet: ask a question or write a query.", no_csv
+        try:
+            database = self._open(workspace, kind, example, upload, text)
+        except Text2SQLError as error:
+            return workspace, hidden, f"❌ {error}", no_csv
         result = run_or_check(database, sql)
         status = result_summary(result, database.has_data)
         if not result.ok or not database.has_data:
-            return workspace, hidden, status, gr.update(visible=False)
+            return workspace, hidden, status, no_csv
         csv = write_csv(result, workspace.folder / "result.csv")
         table = gr.update(value=result_frame(result), visible=True)
         return workspace, table, status, gr.update(value=str(csv), visible=True)
@@ -132,7 +139,8 @@ class Handlers:
     @plain_errors
     def compare(self, kind, example, upload, text, question, models, workspace, progress=gr.Progress(track_tqdm=True)):
         """(workspace, summary, then header/SQL/table for each of MAX_COMPARED slots)."""
-        workspace, database = self._database(workspace, kind, example, upload, text)
+        workspace = self._workspace(workspace)
+        database = self._open(workspace, kind, example, upload, text)
         comparisons, agree = self.service.compare(database, question, models, progress)
         slots = []
         for i in range(MAX_COMPARED):

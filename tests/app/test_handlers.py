@@ -156,9 +156,12 @@ def test_run_on_a_pasted_schema_only_checks_the_sql(handlers):
     assert status == "❌ SQLite error: no such column: salary"
 
 
-def test_run_with_an_empty_sql_box_says_what_to_do(handlers):
+def test_run_with_an_empty_sql_box_or_no_database_says_what_to_do(handlers):
     _, table, status, _ = handlers.run(EXAMPLE, "shop", None, "", "  ", None)
     assert table["visible"] is False and status.startswith("Nothing to run yet")
+    _, table, status, csv = handlers.run(UPLOAD, None, None, "", "SELECT 1", None)
+    assert table["visible"] is False and csv["visible"] is False
+    assert status.startswith("❌ Upload a SQLite database file")
 
 
 @pytest.mark.parametrize(

@@ -142,6 +142,17 @@ class GenerateSQLResponse(BaseModel):
     model: str
 
 
+class ErrorResponse(BaseModel):
+    error: str = Field(description="What is wrong, in plain words")
+
+
+ERRORS = {
+    400: {"model": ErrorResponse, "description": "Bad input: unknown model, unreadable schema, empty question"},
+    422: {"model": ErrorResponse, "description": "The body is not the expected JSON"},
+    503: {"model": ErrorResponse, "description": "Busy (queue full), or the model's weights can't be loaded"},
+}
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message})
 
@@ -176,7 +187,7 @@ def create_app(demo: gr.Blocks, service: Service, on_shutdown: Sequence[Callable
     async def bad_request(request: Request, error: RequestValidationError) -> JSONResponse:
         return _error(422, _validation_message(error))
 
-    @app.post("/generate_sql", response_model=GenerateSQLResponse, responses={400: {}, 422: {}, 503: {}})
+    @app.post("/generate_sql", response_model=GenerateSQLResponse, responses=ERRORS)
     def generate_sql(body: GenerateSQLRequest):
         """SQL for a question about a pasted schema (the original service's contract)."""
         if body.model and body.model not in default_registry().names():
@@ -185,9 +196,7 @@ def create_app(demo: gr.Blocks, service: Service, on_shutdown: Sequence[Callable
             check_schema_text(body.schema_text)
             database = Database.from_text(body.schema_text)
             generation = service.generate(database.schema, body.question, body.model)
-        except Busy as error:
-            return _error(503, str(error))
-        except ModelUnavailableError as error:
+        except (Busy, ModelUnavailableError) as error:
             return _error(503, str(error))
         except (Text2SQLError, ValueError) as error:
             return _error(400, str(error))

@@ -99,7 +99,8 @@ def test_openapi_docs_describe_the_contract(client):
     request = spec["components"]["schemas"]["GenerateSQLRequest"]
     assert set(request["properties"]) == {"schema", "question", "model"}
     assert set(request["required"]) == {"schema", "question"}
-    assert "200" in route["responses"] and "400" in route["responses"]
+    assert set(route["responses"]) == {"200", "400", "422", "503"}
+    assert route["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
     assert set(spec["paths"]) >= {"/generate_sql", "/health", "/models"}
 
 

@@ -42,8 +42,16 @@ def load_official(folder: Path):
 
 
 EMPTY_SQL = {
-    "except": None, "from": {"conds": [], "table_units": []}, "groupBy": [], "having": [], "intersect": None,
-    "limit": None, "orderBy": [], "select": [False, []], "union": None, "where": [],
+    "except": None,
+    "from": {"conds": [], "table_units": []},
+    "groupBy": [],
+    "having": [],
+    "intersect": None,
+    "limit": None,
+    "orderBy": [],
+    "select": [False, []],
+    "union": None,
+    "where": [],
 }
 
 
@@ -108,12 +116,16 @@ def main() -> None:
     for metric, counts in tally.items():
         total = sum(counts.values())
         agree = counts[(True, True)] + counts[(False, False)]
-        print(f"| {metric.upper()} | {total} | {agree} | {100 * agree / max(1, total):.2f} "
-              f"| {counts[(True, False)]} | {counts[(False, True)]} |")
+        print(
+            f"| {metric.upper()} | {total} | {agree} | {100 * agree / max(1, total):.2f} "
+            f"| {counts[(True, False)]} | {counts[(False, True)]} |"
+        )
     print(f"\nEX not compared for {stopped} predictions our sandbox stopped at its time limit.")
     for metric, rows in disagreements.items():
         for item_id, ours, theirs, predicted, gold in rows:
-            print(f"\n{metric.upper()} #{item_id}: ours {int(ours)}, official {int(theirs)}\n  pred: {predicted}\n  gold: {gold}")
+            print(
+                f"\n{metric.upper()} #{item_id}: ours {int(ours)}, official {int(theirs)}\n  pred: {predicted}\n  gold: {gold}"
+            )
 
 
 if __name__ == "__main__":

@@ -81,19 +81,25 @@ def main() -> None:
             batched.extend(g.raw for g in result)
             batched_seconds += seconds
         differences += [(e, a, b) for e, a, b in zip(group, plain, batched) if a != b]
-        print(f"{db_id:28s} {len(group):3d} questions  plain {plain_seconds:7.1f} s  batched {batched_seconds:7.1f} s (running totals)")
+        print(
+            f"{db_id:28s} {len(group):3d} questions  plain {plain_seconds:7.1f} s  batched {batched_seconds:7.1f} s (running totals)"
+        )
 
     n = len(examples)
     plain_rate, batched_rate = 60 * n / plain_seconds, 60 * n / batched_seconds
     print()
-    print(f"| method | questions | seconds | questions/min |")
-    print(f"|---|---:|---:|---:|")
+    print("| method | questions | seconds | questions/min |")
+    print("|---|---:|---:|---:|")
     print(f"| batch 1, plain generate | {n} | {plain_seconds:.1f} | {plain_rate:.1f} |")
     print(f"| batch {args.batch_size} + schema-prefix KV reuse | {n} | {batched_seconds:.1f} | {batched_rate:.1f} |")
-    print(f"\nspeed-up: {batched_rate / plain_rate:.2f}x   outputs that differ: {len(differences)} of {n}"
-          f"   load average at end {os.getloadavg()[0]:.1f}")
+    print(
+        f"\nspeed-up: {batched_rate / plain_rate:.2f}x   outputs that differ: {len(differences)} of {n}"
+        f"   load average at end {os.getloadavg()[0]:.1f}"
+    )
     for example, plain_raw, batched_raw in differences:
-        print(f"\n#{example.id} {example.db_id}: {example.question}\n  plain:   {plain_raw!r}\n  batched: {batched_raw!r}")
+        print(
+            f"\n#{example.id} {example.db_id}: {example.question}\n  plain:   {plain_raw!r}\n  batched: {batched_raw!r}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,4 +8,7 @@
 See docs/evaluation.md for what each number means and how it relates to the official scripts.
 """
 
-EVALUATOR_VERSION = "text2sql-eval/1: EX = test-suite exec match on the single DB (keep_distinct, no plug_value); EM = Spider exact set match on sqlglot"
+EVALUATOR_VERSION = (
+    "text2sql-eval/1: EX = test-suite exec match on the single DB (keep_distinct, no plug_value); "
+    "EM = Spider exact set match on sqlglot"
+)

@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> None:
             f"| {metric.upper()} | {100 * r['a']:.1f} | {100 * r['b']:.1f} | {100 * r['difference']:+.1f} "
             f"| {100 * low:+.1f} to {100 * high:+.1f} | {r['a_only']} | {r['b_only']} | {r['p_value']:.3g} |"
         )
-    verdicts = [f"{m.upper()}: {'a measurable change' if r['p_value'] < 0.05 else 'no measurable change'} (p = {r['p_value']:.3g})"
-                for m, r in results.items()]
+    verdicts = [
+        f"{m.upper()}: {'a measurable change' if r['p_value'] < 0.05 else 'no measurable change'} (p = {r['p_value']:.3g})"
+        for m, r in results.items()
+    ]
     print("\n" + "; ".join(verdicts))
 
 

@@ -75,10 +75,12 @@ def generate_predictions(model: str, spider, split: str, out: Path, limit: int |
     if not todo:
         return path
     generator = load_generator(model)
-    with open(path, "a") as handle, tqdm(total=len(todo), desc=f"generating ({len(done)} done before)", unit="q") as bar:
+    with (
+        open(path, "a") as handle,
+        tqdm(total=len(todo), desc=f"generating ({len(done)} done before)", unit="q") as bar,
+    ):
         for batch in batches(todo, batch_size):
-            for line in prediction_lines(generator, spider, batch):
-                handle.write(json.dumps(line) + "\n")
+            handle.writelines(json.dumps(line) + "\n" for line in prediction_lines(generator, spider, batch))
             handle.flush()
             bar.update(len(batch))
     return path
@@ -90,7 +92,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="dev")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions that have a database")
     parser.add_argument("--out", default=None, help="output folder (default: results/<model>/)")
-    parser.add_argument("--spider", default=None, help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)")
+    parser.add_argument(
+        "--spider", default=None, help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="questions per generate call (one database each)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per query when scoring")

@@ -157,10 +157,9 @@ def _group_names(query: Query) -> Counter:
 
 def component_matches(pred: Query, gold: Query) -> dict[str, bool]:
     """Each official component: True when it scores F1 = 1."""
-    group_and_having = (
-        not pred.group_by and not gold.group_by
-    ) or (
-        bool(pred.group_by) and bool(gold.group_by)
+    group_and_having = (not pred.group_by and not gold.group_by) or (
+        bool(pred.group_by)
+        and bool(gold.group_by)
         and [c.column for c in pred.group_by] == [c.column for c in gold.group_by]
         and pred.having == gold.having
     )
@@ -169,7 +168,10 @@ def component_matches(pred: Query, gold: Query) -> dict[str, bool]:
     )
     pred_op, gold_op = pred.set_op, gold.set_op
     set_operation = (pred_op is None and gold_op is None) or (
-        pred_op is not None and gold_op is not None and pred_op[0] == gold_op[0] and queries_match(pred_op[1], gold_op[1])
+        pred_op is not None
+        and gold_op is not None
+        and pred_op[0] == gold_op[0]
+        and queries_match(pred_op[1], gold_op[1])
     )
     return {
         "select": Counter(pred.select) == Counter(gold.select),

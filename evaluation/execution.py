@@ -67,7 +67,9 @@ def gold_result(db_path: str, gold_sql: str, timeout_s: float | None = None) -> 
     return run(db_path, gold_sql, timeout_s)
 
 
-def execution_match(db_path: str | Path, gold_sql: str, predicted_sql: str, timeout_s: float | None = None) -> ExecutionOutcome:
+def execution_match(
+    db_path: str | Path, gold_sql: str, predicted_sql: str, timeout_s: float | None = None
+) -> ExecutionOutcome:
     gold = gold_result(str(db_path), gold_sql, timeout_s)
     if not gold.ok or gold.truncated:
         raise RuntimeError(f"The gold query failed on {db_path}: {gold.error or 'too many rows'}: {gold_sql}")

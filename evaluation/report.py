@@ -108,13 +108,21 @@ def report_markdown(metrics: dict, items: list[dict], context: dict, predictions
     lines = [
         f"# {metrics['model']} on Spider {metrics['split']}",
         "",
-        f"**n = {n} of {total}** ({len(context['missing_db_ids'])} items excluded because their database is "
-        f"missing: {', '.join(context['missing_dbs']) or 'none'}"
-        + (f"; {context['not_predicted']} items with a database have no prediction" if context["not_predicted"] else "")
-        + ").",
+        (
+            f"**n = {n} of {total}** ({len(context['missing_db_ids'])} items excluded because their database is "
+            f"missing: {', '.join(context['missing_dbs']) or 'none'}"
+            + (
+                f"; {context['not_predicted']} items with a database have no prediction"
+                if context["not_predicted"]
+                else ""
+            )
+            + ")."
+        ),
         "",
-        f"Predictions: `{predictions_path}`. Scored {datetime.date.today().isoformat()} by `python -m evaluation.score`"
-        f" ({metrics['evaluator_version']}).",
+        (
+            f"Predictions: `{predictions_path}`. Scored {datetime.date.today().isoformat()} by "
+            f"`python -m evaluation.score` ({metrics['evaluator_version']})."
+        ),
         "",
         "| | n | EX % | EX 95% CI | EM % | EM 95% CI |",
         "|---|---:|---:|---:|---:|---:|",
@@ -133,7 +141,8 @@ def report_markdown(metrics: dict, items: list[dict], context: dict, predictions
         f"| valid SQL (prediction ran without error) | {_pct(metrics['valid_sql_rate'])}% |",
         f"| predictions stopped by the time limit | {timeouts} |",
         f"| predictions outside Spider's SQL subset (EM 0 by rule) | {em_refused} |",
-        f"| generation latency per question, p50 / p95 (ms) | {_number(metrics['latency_ms']['p50'])} / {_number(metrics['latency_ms']['p95'])} |",
+        "| generation latency per question, p50 / p95 (ms) "
+        f"| {_number(metrics['latency_ms']['p50'])} / {_number(metrics['latency_ms']['p95'])} |",
         "",
         "EX: the test-suite evaluator's execution match on the single dev database, DISTINCT kept,",
         "no value plugging; rows as bags, in order only when the gold SQL contains `order by`;",
@@ -171,7 +180,10 @@ def chart(metrics: dict, items: list[dict], total: int):
             errors[0].append(100 * (rate - low))
             errors[1].append(100 * (high - rate))
         axes.bar([x + offset for x in range(len(levels))], values, 0.4, yerr=errors, capsize=3, label=key.upper())
-    axes.set_xticks(range(len(levels)), [f"{lvl}\n(n={sum(1 for i in items if lvl == 'all' or i['hardness'] == lvl)})" for lvl in levels])
+    axes.set_xticks(
+        range(len(levels)),
+        [f"{lvl}\n(n={sum(1 for i in items if lvl == 'all' or i['hardness'] == lvl)})" for lvl in levels],
+    )
     axes.set_ylim(0, 100)
     axes.set_ylabel("%")
     axes.set_title(f"{metrics['model']}, Spider {metrics['split']} (n = {metrics['n']} of {total}), 95% CI")

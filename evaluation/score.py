@@ -41,7 +41,9 @@ def _matcher(tables_json: str):
     return ExactMatcher.from_tables_json(tables_json)
 
 
-def score_database(spider_root: str, db_id: str, items: list[tuple[int, str, str]], timeout_s: float | None) -> list[dict]:
+def score_database(
+    spider_root: str, db_id: str, items: list[tuple[int, str, str]], timeout_s: float | None
+) -> list[dict]:
     """EX and EM for ``items`` = [(id, gold, prediction)] on one database (runs in a worker)."""
     from evaluation.execution import execution_match
     from text2sql.spider import Spider
@@ -53,8 +55,14 @@ def score_database(spider_root: str, db_id: str, items: list[tuple[int, str, str
         outcome = execution_match(spider.db_path(db_id), gold, prediction, timeout_s)
         em, em_problem = matcher.match(db_id, gold, prediction)
         results.append(
-            {"id": item_id, "ex": outcome.match, "em": em, "executed": outcome.executed,
-             "error": outcome.error, "em_problem": em_problem}
+            {
+                "id": item_id,
+                "ex": outcome.match,
+                "em": em,
+                "executed": outcome.executed,
+                "error": outcome.error,
+                "em_problem": em_problem,
+            }
         )
     return results
 
@@ -70,18 +78,28 @@ def score(predictions: Iterable[dict], spider, split: str = "dev", timeout_s: fl
     examples = spider.examples(split)
     by_id = {p["id"]: p for p in predictions}
     unknown = sorted(i for i in by_id if not 0 <= i < len(examples))
-    wrong_db = sorted(i for i in by_id if i not in unknown and by_id[i].get("db_id", examples[i].db_id) != examples[i].db_id)
+    wrong_db = sorted(
+        i for i in by_id if i not in unknown and by_id[i].get("db_id", examples[i].db_id) != examples[i].db_id
+    )
     if unknown or wrong_db:
-        raise ValueError(f"Predictions that don't fit {split}: unknown ids {unknown[:10]}, wrong db_id {wrong_db[:10]}")
+        raise ValueError(
+            f"Predictions that don't fit {split}: unknown ids {unknown[:10]}, wrong db_id {wrong_db[:10]}"
+        )
     missing_db = [e.id for e in examples if not spider.has_database(e.db_id)]
     scorable = [examples[i] for i in sorted(by_id) if spider.has_database(examples[i].db_id)]
-    groups = [(db, list(group)) for db, group in itertools.groupby(sorted(scorable, key=lambda e: e.db_id), key=lambda e: e.db_id)]
+    groups = [
+        (db, list(group))
+        for db, group in itertools.groupby(sorted(scorable, key=lambda e: e.db_id), key=lambda e: e.db_id)
+    ]
     results = {}
     with ProcessPoolExecutor(max_workers=workers) as pool, tqdm(total=len(scorable), desc="scoring", unit="q") as bar:
         futures = [
             pool.submit(
-                score_database, str(spider.root), db,
-                [(e.id, e.query, by_id[e.id].get("prediction") or "") for e in group], timeout_s,
+                score_database,
+                str(spider.root),
+                db,
+                [(e.id, e.query, by_id[e.id].get("prediction") or "") for e in group],
+                timeout_s,
             )
             for db, group in groups
         ]
@@ -114,11 +132,14 @@ def score(predictions: Iterable[dict], spider, split: str = "dev", timeout_s: fl
 
 def write_scored(items: list[dict], path: Path) -> None:
     with open(path, "w") as handle:
-        for item in items:
-            handle.write(json.dumps({k: item[k] for k in ("id", "ex", "em", "hardness", "error")}) + "\n")
+        handle.writelines(
+            json.dumps({k: item[k] for k in ("id", "ex", "em", "hardness", "error")}) + "\n" for item in items
+        )
 
 
-def score_to_folder(predictions_path, out, spider_dir=None, split="dev", model=None, timeout_s=None, workers=2) -> dict:
+def score_to_folder(
+    predictions_path, out, spider_dir=None, split="dev", model=None, timeout_s=None, workers=2
+) -> dict:
     """Score a predictions file and write scored.jsonl, metrics.json, report.md and chart.png to ``out``."""
     from evaluation.report import build_metrics, write_report
     from text2sql.spider import Spider
@@ -127,7 +148,9 @@ def score_to_folder(predictions_path, out, spider_dir=None, split="dev", model=N
 
     timeout_s = timeout_s or get_settings().query_timeout_s
     predictions = read_predictions(predictions_path)
-    model = model or next((p["model"] for p in predictions if p.get("model")), None) or Path(predictions_path).parent.name
+    model = (
+        model or next((p["model"] for p in predictions if p.get("model")), None) or Path(predictions_path).parent.name
+    )
     spider = Spider(spider_dir)
     items, context = score(predictions, spider, split, timeout_s, workers)
     out = Path(out)
@@ -141,8 +164,12 @@ def score_to_folder(predictions_path, out, spider_dir=None, split="dev", model=N
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--predictions", required=True, help="JSON lines with id, db_id, prediction (and raw, latency_ms)")
-    parser.add_argument("--spider", default=None, help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)")
+    parser.add_argument(
+        "--predictions", required=True, help="JSON lines with id, db_id, prediction (and raw, latency_ms)"
+    )
+    parser.add_argument(
+        "--spider", default=None, help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)"
+    )
     parser.add_argument("--out", default=None, help="output folder (default: results/<model>/)")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--model", default=None, help="model name for the report (default: from the predictions)")
@@ -154,7 +181,11 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     predictions = read_predictions(args.predictions)
-    model = args.model or next((p["model"] for p in predictions if p.get("model")), None) or Path(args.predictions).parent.name
+    model = (
+        args.model
+        or next((p["model"] for p in predictions if p.get("model")), None)
+        or Path(args.predictions).parent.name
+    )
     out = args.out or Path("results") / model
     metrics = score_to_folder(args.predictions, out, args.spider, args.split, model, args.timeout, args.workers)
     print(f"{model}: n = {metrics['n']}  EX {100 * metrics['ex']:.1f}%  EM {100 * metrics['em']:.1f}%  -> {out}")

@@ -46,8 +46,10 @@ def test_evaluate_generates_in_batches_resumes_and_scores(fake_model, tmp_path):
 def write_scored(folder, outcomes):
     folder.mkdir()
     (folder / "scored.jsonl").write_text(
-        "".join(json.dumps({"id": i, "ex": ex, "em": em, "hardness": "easy", "error": None}) + "\n"
-                for i, (ex, em) in enumerate(outcomes))
+        "".join(
+            json.dumps({"id": i, "ex": ex, "em": em, "hardness": "easy", "error": None}) + "\n"
+            for i, (ex, em) in enumerate(outcomes)
+        )
     )
     return folder
 
@@ -61,7 +63,9 @@ def test_mcnemar_exact_p_values():
 
 def test_compare_pairs_items_and_counts_discordant_pairs(tmp_path, capsys):
     a = write_scored(tmp_path / "a", [(True, True)] * 50 + [(False, False)] * 50)
-    b = write_scored(tmp_path / "b", [(True, True)] * 48 + [(False, True)] * 2 + [(True, False)] * 12 + [(False, False)] * 38)
+    b = write_scored(
+        tmp_path / "b", [(True, True)] * 48 + [(False, True)] * 2 + [(True, False)] * 12 + [(False, False)] * 38
+    )
     result = compare.compare(a, b)
     assert result["ex"]["a_only"] == 2 and result["ex"]["b_only"] == 12
     assert result["ex"]["difference"] == pytest.approx(0.10)
@@ -74,8 +78,14 @@ def test_compare_pairs_items_and_counts_discordant_pairs(tmp_path, capsys):
 def test_leaderboard_prints_every_run_and_saves_a_chart(tmp_path, capsys):
     for run, ex in (("base", 0.4), ("tuned", 0.6)):
         (tmp_path / run).mkdir()
-        metrics = {"n": 972, "ex": ex, "em": ex / 2, "model": run, "split": "dev",
-                   "per_hardness": {"easy": {"n": 232, "ex": ex, "em": ex}}}
+        metrics = {
+            "n": 972,
+            "ex": ex,
+            "em": ex / 2,
+            "model": run,
+            "split": "dev",
+            "per_hardness": {"easy": {"n": 232, "ex": ex, "em": ex}},
+        }
         (tmp_path / run / "metrics.json").write_text(json.dumps(metrics))
     leaderboard.main(["--results", str(tmp_path), "--markdown"])
     output = capsys.readouterr().out

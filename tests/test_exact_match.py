@@ -46,8 +46,9 @@ class OfficialForm:
 
     def condition(self, condition):
         return [
-            c if isinstance(c, str) else
-            [c.negated, WHERE_OPS.index(c.op), self.val_unit(c.left), self.value(c.val1), self.value(c.val2)]
+            c
+            if isinstance(c, str)
+            else [c.negated, WHERE_OPS.index(c.op), self.val_unit(c.left), self.value(c.val1), self.value(c.val2)]
             for c in condition
         ]
 
@@ -63,7 +64,9 @@ class OfficialForm:
             "having": self.condition(q.having),
             "orderBy": [q.order[0], [self.val_unit(v) for v in q.order[1]]] if q.order else [],
             "limit": q.limit,
-            "intersect": None, "union": None, "except": None,
+            "intersect": None,
+            "union": None,
+            "except": None,
         }
         if q.set_op:
             result[q.set_op[0]] = self.sql(q.set_op[1])
@@ -115,9 +118,16 @@ ENTRY = {
     "db_id": "music",
     "table_names_original": ["singer", "concert", "singer_in_concert"],
     "column_names_original": [
-        [-1, "*"], [0, "singer_id"], [0, "name"], [0, "age"], [0, "country"],
-        [1, "concert_id"], [1, "year"], [1, "stadium"],
-        [2, "concert_id"], [2, "singer_id"],
+        [-1, "*"],
+        [0, "singer_id"],
+        [0, "name"],
+        [0, "age"],
+        [0, "country"],
+        [1, "concert_id"],
+        [1, "year"],
+        [1, "stadium"],
+        [2, "concert_id"],
+        [2, "singer_id"],
     ],
     "foreign_keys": [[9, 1], [8, 5]],
 }
@@ -145,7 +155,10 @@ def test_foreign_key_groups_map_to_their_lowest_column():
         ("SELECT name FROM singer WHERE country = 'France'", 'SELECT name FROM singer WHERE country = "Spain"'),
         # SELECT items and WHERE conditions are sets; DISTINCT is ignored; aliases don't matter
         ("SELECT name, age FROM singer", "SELECT DISTINCT age, name FROM singer"),
-        ("SELECT name FROM singer WHERE age > 1 AND country = 'x'", "SELECT name FROM singer WHERE country = 'y' AND age > 2"),
+        (
+            "SELECT name FROM singer WHERE age > 1 AND country = 'x'",
+            "SELECT name FROM singer WHERE country = 'y' AND age > 2",
+        ),
         (
             "SELECT T1.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id",
             "SELECT A.name FROM singer_in_concert AS B JOIN singer AS A ON B.singer_id = A.singer_id",
@@ -177,13 +190,24 @@ def test_equivalent_forms_match(gold, pred):
         ("SELECT name FROM singer WHERE age > 1 AND age < 9", "SELECT name FROM singer WHERE age > 1 OR age < 9"),
         ("SELECT name FROM singer ORDER BY age DESC LIMIT 1", "SELECT name FROM singer ORDER BY age LIMIT 1"),
         ("SELECT name FROM singer ORDER BY age DESC LIMIT 1", "SELECT name FROM singer ORDER BY age DESC"),
-        ("SELECT name FROM singer ORDER BY age DESC LIMIT 1", "SELECT name FROM singer WHERE age = (SELECT max(age) FROM singer)"),
+        (
+            "SELECT name FROM singer ORDER BY age DESC LIMIT 1",
+            "SELECT name FROM singer WHERE age = (SELECT max(age) FROM singer)",
+        ),
         ("SELECT name FROM singer", "SELECT name FROM singer AS T1 JOIN concert AS T2"),  # tables differ
-        ("SELECT name FROM singer INTERSECT SELECT name FROM singer", "SELECT name FROM singer UNION SELECT name FROM singer"),
+        (
+            "SELECT name FROM singer INTERSECT SELECT name FROM singer",
+            "SELECT name FROM singer UNION SELECT name FROM singer",
+        ),
         ("SELECT name FROM singer WHERE country = 'x'", "SELECT name FROM singer WHERE country LIKE 'x'"),
-        ("SELECT name FROM singer WHERE singer_id IN (SELECT singer_id FROM singer_in_concert)",
-         "SELECT name FROM singer WHERE singer_id NOT IN (SELECT singer_id FROM singer_in_concert)"),
-        ("SELECT country FROM singer GROUP BY country HAVING count(*) > 1", "SELECT country FROM singer GROUP BY country"),
+        (
+            "SELECT name FROM singer WHERE singer_id IN (SELECT singer_id FROM singer_in_concert)",
+            "SELECT name FROM singer WHERE singer_id NOT IN (SELECT singer_id FROM singer_in_concert)",
+        ),
+        (
+            "SELECT country FROM singer GROUP BY country HAVING count(*) > 1",
+            "SELECT country FROM singer GROUP BY country",
+        ),
     ],
 )
 def test_different_queries_do_not_match(gold, pred):

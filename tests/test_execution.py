@@ -1,6 +1,6 @@
 """Execution match (EX): one hand-made case per rule of the test-suite evaluator, on a real SQLite file.
 
-    python -m pytest tests/test_execution.py -v
+python -m pytest tests/test_execution.py -v
 """
 
 import time
@@ -38,7 +38,11 @@ def test_identical_queries_match(db):
 
 def test_columns_may_be_permuted(db):
     assert ex(db, "SELECT name, age FROM singer", "SELECT age, name FROM singer")
-    assert ex(db, "SELECT id, name, country, age, net_worth FROM singer", "SELECT net_worth, age, country, name, id FROM singer")
+    assert ex(
+        db,
+        "SELECT id, name, country, age, net_worth FROM singer",
+        "SELECT net_worth, age, country, name, id FROM singer",
+    )
     assert not ex(db, "SELECT name, age FROM singer", "SELECT name, id FROM singer")
 
 

@@ -1,11 +1,12 @@
 """Spider hardness levels: exact official counts on dev, and hand-made cases for each rule.
 
-    python -m pytest tests/test_hardness.py -v
+python -m pytest tests/test_hardness.py -v
 """
 
 from collections import Counter
 
 import pytest
+import sqlglot
 
 from tests.conftest import SPIDER
 from text2sql.hardness import LEVELS, component1, component2, count_others, hardness
@@ -87,5 +88,5 @@ def test_the_official_aggregate_count_quirks_are_kept():
 
 
 def test_not_sql_is_an_error():
-    with pytest.raises(Exception):
+    with pytest.raises(sqlglot.errors.ParseError):
         hardness("SELECT FROM WHERE (")

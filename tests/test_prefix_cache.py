@@ -1,6 +1,6 @@
 """Schema-prefix KV reuse in the transformers backend gives the same text as plain generation.
 
-    python -m pytest tests/test_prefix_cache.py -v
+python -m pytest tests/test_prefix_cache.py -v
 """
 
 import zlib

@@ -16,8 +16,18 @@ from tests.conftest import SPIDER
 pytestmark = pytest.mark.skipif(not (SPIDER / "dev.json").is_file(), reason="Spider data not found")
 
 METRIC_KEYS = {
-    "n", "ex", "em", "chatty_rate", "valid_sql_rate", "ex_ci95", "em_ci95",
-    "per_hardness", "latency_ms", "model", "split", "evaluator_version",
+    "n",
+    "ex",
+    "em",
+    "chatty_rate",
+    "valid_sql_rate",
+    "ex_ci95",
+    "em_ci95",
+    "per_hardness",
+    "latency_ms",
+    "model",
+    "split",
+    "evaluator_version",
 }
 
 
@@ -45,7 +55,10 @@ def test_gold_predictions_score_100_percent_on_all_972_executable_items(gold_run
     assert metrics["ex"] == metrics["em"] == metrics["valid_sql_rate"] == 1.0
     assert metrics["chatty_rate"] == 0.0
     assert {level: bucket["n"] for level, bucket in metrics["per_hardness"].items()} == {
-        "easy": 232, "medium": 416, "hard": 160, "extra": 164,
+        "easy": 232,
+        "medium": 416,
+        "hard": 160,
+        "extra": 164,
     }
     scored = [json.loads(line) for line in (gold_run / "scored.jsonl").read_text().splitlines()]
     assert len(scored) == 972 and all(s["ex"] and s["em"] and s["error"] is None for s in scored)
@@ -72,13 +85,30 @@ def test_the_report_states_n_and_lists_the_missing_database_items(gold_run):
 def test_wrong_failing_and_chatty_predictions(tmp_path):
     examples = dev()
     rows = [
-        {"id": 0, "db_id": "concert_singer", "prediction": examples[0]["query"], "raw": "```sql\n" + examples[0]["query"] + "\n```"},
-        {"id": 1, "db_id": "concert_singer", "prediction": "SELECT count(*) FROM stadium", "raw": "SELECT count(*) FROM stadium"},
-        {"id": 2, "db_id": "concert_singer", "prediction": "SELECT nonsense FROM nowhere", "raw": "SELECT nonsense FROM nowhere"},
+        {
+            "id": 0,
+            "db_id": "concert_singer",
+            "prediction": examples[0]["query"],
+            "raw": "```sql\n" + examples[0]["query"] + "\n```",
+        },
+        {
+            "id": 1,
+            "db_id": "concert_singer",
+            "prediction": "SELECT count(*) FROM stadium",
+            "raw": "SELECT count(*) FROM stadium",
+        },
+        {
+            "id": 2,
+            "db_id": "concert_singer",
+            "prediction": "SELECT nonsense FROM nowhere",
+            "raw": "SELECT nonsense FROM nowhere",
+        },
         {"id": 3, "db_id": "concert_singer", "prediction": "", "raw": "I can't answer that."},
     ]
     predictions = write_predictions(tmp_path / "predictions.jsonl", rows)
-    score_main(["--predictions", str(predictions), "--spider", str(SPIDER), "--out", str(tmp_path / "out"), "--workers", "1"])
+    score_main(
+        ["--predictions", str(predictions), "--spider", str(SPIDER), "--out", str(tmp_path / "out"), "--workers", "1"]
+    )
     scored = {s["id"]: s for s in map(json.loads, (tmp_path / "out" / "scored.jsonl").read_text().splitlines())}
     assert scored[0]["ex"] and scored[0]["em"]
     assert examples[1]["query"] != rows[1]["prediction"]
@@ -86,7 +116,12 @@ def test_wrong_failing_and_chatty_predictions(tmp_path):
     assert not scored[2]["ex"] and not scored[2]["em"] and "no such" in scored[2]["error"]
     assert not scored[3]["ex"] and scored[3]["error"]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["n"] == 4 and metrics["ex"] == 0.25 and metrics["chatty_rate"] == 0.5 and metrics["valid_sql_rate"] == 0.5
+    assert (
+        metrics["n"] == 4
+        and metrics["ex"] == 0.25
+        and metrics["chatty_rate"] == 0.5
+        and metrics["valid_sql_rate"] == 0.5
+    )
     assert "n = 4 of 1034" in (tmp_path / "out" / "report.md").read_text()
 
 

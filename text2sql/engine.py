@@ -230,7 +230,9 @@ class TransformersGenerator:
         output = model.generate(**batch, generation_config=config, stopping_criteria=stop)
         return output[:, prompt_length:]
 
-    def _greedy_after_prefix(self, model, token_ids: list[list[int]], shared: int, max_new_tokens: int) -> list[list[int]]:
+    def _greedy_after_prefix(
+        self, model, token_ids: list[list[int]], shared: int, max_new_tokens: int
+    ) -> list[list[int]]:
         """Greedy decoding of every prompt, starting from the cached KV of their first ``shared`` tokens.
 
         The rows are [shared prefix][padding][rest of the prompt]: the prefix sits at the same
@@ -254,7 +256,12 @@ class TransformersGenerator:
         outputs: list[list[int]] = [[] for _ in token_ids]
         for step in range(max_new_tokens):
             logits = model(
-                input_ids=inputs, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+                input_ids=inputs,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
             ).logits[:, -1]
             chosen = logits.argmax(-1)
             keep = []

@@ -32,7 +32,7 @@ LEVELS = ("easy", "medium", "hard", "extra")
 
 
 def hardness(sql: str) -> str:
-    """"easy", "medium", "hard" or "extra". Raises sqlglot's ParseError if ``sql`` isn't SQL."""
+    """ "easy", "medium", "hard" or "extra". Raises sqlglot's ParseError if ``sql`` isn't SQL."""
     return level(parse_spider(sql).query)
 
 

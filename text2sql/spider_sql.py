@@ -282,7 +282,9 @@ class _Converter:
             if node.args.get("query") is None:
                 self.unsupported(f"IN with a list: {node.sql()}")
                 return Cond(negated, "in", self.val_unit(node.this, from_tables), Value("(list)"))
-            return Cond(negated, "in", self.val_unit(node.this, from_tables), self.value(node.args["query"], from_tables))
+            return Cond(
+                negated, "in", self.val_unit(node.this, from_tables), self.value(node.args["query"], from_tables)
+            )
         op = COMPARISONS.get(type(node)) or ("like" if isinstance(node, exp.Like) else None)
         if op is None:
             self.unsupported(f"condition Spider can't read: {node.sql()}")

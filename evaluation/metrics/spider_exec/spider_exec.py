@@ -64,7 +64,9 @@ class SpiderExec(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, db_path, timeout_s=None):
-        outcomes = [execution_match(db, gold, pred, timeout_s) for pred, gold, db in zip(predictions, references, db_path)]
+        outcomes = [
+            execution_match(db, gold, pred, timeout_s) for pred, gold, db in zip(predictions, references, db_path)
+        ]
         n = max(1, len(outcomes))
         return {
             "execution_accuracy": sum(o.match for o in outcomes) / n,

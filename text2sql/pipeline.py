@@ -19,7 +19,8 @@ from pathlib import Path
 
 from text2sql.engine import SQLGenerator, load_generator
 from text2sql.prompt import build_messages, fit_schema
-from text2sql.sandbox import QueryResult, Sandbox, check_database_file, private_copy
+from text2sql.errors import DatabaseFileError
+from text2sql.sandbox import QueryResult, Sandbox, check_database_file, is_wal_mode, private_copy
 from text2sql.schema import Schema, parse_schema_text
 from text2sql.settings import Settings, get_settings
 from text2sql.sqlout import extract_sql
@@ -44,7 +45,11 @@ class Database:
         if private_dir is not None:
             path = private_copy(path, private_dir)
         sandbox = Sandbox.from_file(path, immutable=private_dir is not None, settings=settings)
-        return cls(schema=sandbox.read_schema(), sandbox=sandbox, has_data=True, label=label)
+        schema = sandbox.read_schema()
+        if not schema.tables:
+            hint = " It is in WAL mode: its tables may still be in the -wal file; checkpoint it first." if is_wal_mode(path) else ""
+            raise DatabaseFileError("The database has no tables." + hint)
+        return cls(schema=schema, sandbox=sandbox, has_data=True, label=label)
 
     @classmethod
     def from_text(cls, text: str, *, settings: Settings | None = None) -> Database:

@@ -125,6 +125,9 @@ class Sandbox:
         path = Path(path)
         if not path.is_file():
             raise DatabaseFileError(f"No database file at {path}.")
+        # A read-only connection to a WAL-mode file creates -wal/-shm files beside it;
+        # immutable=1 reads the main file alone and writes nothing.
+        immutable = immutable or is_wal_mode(path)
         uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
 
         def open_connection() -> sqlite3.Connection:
@@ -216,6 +219,13 @@ class Sandbox:
 
 # ---------------------------------------------------------------------------
 # Files from outside (uploads, CLI arguments)
+
+
+def is_wal_mode(path: str | os.PathLike) -> bool:
+    """The header's read/write version bytes are 2 for a database in WAL journal mode."""
+    with open(path, "rb") as handle:
+        header = handle.read(20)
+    return header.startswith(SQLITE_HEADER) and header[18:20] == b"\x02\x02"
 
 
 def check_database_file(path: str | os.PathLike, settings: Settings | None = None) -> None:

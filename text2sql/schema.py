@@ -167,28 +167,43 @@ def read_schema(
     if len(names) > max_tables:
         notes.append(f"The database has {len(names)} tables; only the first {max_tables} were read.")
         names = names[:max_tables]
-    tables = []
-    for name in names:
-        table = db.table(name)
-        pk_columns = sorted((c for c in table.columns if c.is_pk), key=lambda c: c.is_pk)
-        columns = tuple(
-            Column(
-                name=c.name,
-                type=c.type or "",
-                not_null=bool(c.notnull) and not c.is_pk,
-                samples=_distinct_samples(conn, name, c.name, sample_values, max_value_chars),
-            )
-            for c in table.columns
-        )
-        tables.append(
-            Table(
-                name=name,
-                columns=columns,
-                primary_key=tuple(c.name for c in pk_columns),
-                foreign_keys=_foreign_keys(table),
-            )
-        )
+    tables = [_read_table(db.table(name)) for name in names]
+    if sample_values > 0:
+        tables = _with_samples(conn, tables, sample_values, max_value_chars, notes)
     return Schema(tables=tuple(tables), notes=tuple(notes))
+
+
+def _read_table(table: sqlite_utils.db.Table) -> Table:
+    pk_columns = sorted((c for c in table.columns if c.is_pk), key=lambda c: c.is_pk)
+    return Table(
+        name=table.name,
+        columns=tuple(Column(name=c.name, type=c.type or "", not_null=bool(c.notnull) and not c.is_pk) for c in table.columns),
+        primary_key=tuple(c.name for c in pk_columns),
+        foreign_keys=_foreign_keys(table),
+    )
+
+
+def _with_samples(conn: sqlite3.Connection, tables: list[Table], n: int, max_chars: int, notes: list[str]) -> list[Table]:
+    """Tables with example values; a column whose values can't be read keeps none (with a note),
+    and once the caller's time limit interrupts a query the remaining columns keep none."""
+    result, skipped, interrupted = [], 0, False
+    for table in tables:
+        columns = []
+        for column in table.columns:
+            samples = ()
+            if not interrupted:
+                try:
+                    samples = _distinct_samples(conn, table.name, column.name, n, max_chars)
+                except sqlite3.Error as error:
+                    interrupted = "interrupted" in str(error)
+                    skipped += 1
+            columns.append(dataclasses.replace(column, samples=samples))
+        result.append(dataclasses.replace(table, columns=tuple(columns)))
+    if interrupted:
+        notes.append("Reading example values took too long; some columns are shown without examples.")
+    elif skipped:
+        notes.append(f"Example values of {skipped} column(s) could not be read.")
+    return result
 
 
 def _foreign_keys(table: sqlite_utils.db.Table) -> tuple[ForeignKey, ...]:
@@ -212,9 +227,10 @@ def _distinct_samples(conn: sqlite3.Connection, table: str, column: str, n: int,
     if n <= 0:
         return ()
     t, c = quote_identifier(table, always=True), quote_identifier(column, always=True)
+    # Long strings are cut inside SQLite, so a gigantic cell is never pulled into Python.
     sql = (
-        f"SELECT DISTINCT v FROM (SELECT {c} AS v FROM {t} "
-        f"WHERE {c} IS NOT NULL AND typeof({c}) != 'blob' LIMIT {_SAMPLE_SCAN_ROWS}) LIMIT {n}"
+        f"SELECT DISTINCT v FROM (SELECT CASE WHEN typeof({c}) = 'text' THEN substr({c}, 1, {4 * max_chars}) "
+        f"ELSE {c} END AS v FROM {t} WHERE {c} IS NOT NULL AND typeof({c}) != 'blob' LIMIT {_SAMPLE_SCAN_ROWS}) LIMIT {n}"
     )
     values = []
     for (value,) in conn.execute(sql):

@@ -1,0 +1,124 @@
+"""The leaderboard: every evaluation run under ``results/`` as one table and one chart.
+
+An evaluation run writes ``results/<run>/metrics.json`` (see ``python -m evaluation.evaluate``):
+
+    {"n", "ex", "em", "chatty_rate", "valid_sql_rate", "ex_ci95": [lo, hi], "em_ci95",
+     "per_hardness": {"easy": {"n", "ex", "em"}, "medium": ..., "hard": ..., "extra": ...},
+     "latency_ms": {"p50", "p95"}, "model", "split", "evaluator_version"}
+
+with rates as fractions in [0, 1]. The app's Compare tab and the evaluation reports both
+read it through here:
+
+    from text2sql.leaderboard import load_results, leaderboard_table, leaderboard_chart
+    results = load_results("results")
+    print(leaderboard_table(results).to_string(index=False))
+    leaderboard_chart(results).savefig("leaderboard.png")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+
+HARDNESS = ("easy", "medium", "hard", "extra")
+_COLUMNS = ["run", "model", "n", "EX %", "EX 95% CI", "EM %", "chatty %", "valid SQL %"] + [
+    f"{level} EX %" for level in HARDNESS
+]
+
+
+def load_results(results_dir: str | os.PathLike) -> list[dict]:
+    """Every ``<results_dir>/*/metrics.json``, each with ``"run"`` (its folder name) added,
+    in folder-name order. A file that isn't a JSON object is skipped with a warning naming it."""
+    results = []
+    for path in sorted(Path(results_dir).glob("*/metrics.json")):
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            warnings.warn(f"Skipping {path}: {error}", stacklevel=2)
+            continue
+        if not isinstance(metrics, dict):
+            warnings.warn(f"Skipping {path}: expected a JSON object", stacklevel=2)
+            continue
+        results.append({**metrics, "run": path.parent.name})
+    return results
+
+
+def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion ``rate`` observed on ``n`` items."""
+    if n <= 0:
+        return (0.0, 1.0)
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _percent(value) -> float | None:
+    return None if value is None else round(100 * value, 1)
+
+
+def _ci_text(ci) -> str:
+    return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" if ci else ""
+
+
+def leaderboard_table(results: list[dict]) -> pd.DataFrame:
+    """One row per run, best execution accuracy first; rates in percent (1 decimal)."""
+    rows = []
+    for result in results:
+        per_hardness = result.get("per_hardness") or {}
+        row = {
+            "run": result["run"],
+            "model": result.get("model", ""),
+            "n": result.get("n"),
+            "EX %": _percent(result.get("ex")),
+            "EX 95% CI": _ci_text(result.get("ex_ci95")),
+            "EM %": _percent(result.get("em")),
+            "chatty %": _percent(result.get("chatty_rate")),
+            "valid SQL %": _percent(result.get("valid_sql_rate")),
+        }
+        for level in HARDNESS:
+            row[f"{level} EX %"] = _percent((per_hardness.get(level) or {}).get("ex"))
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=_COLUMNS)
+    return table.sort_values("EX %", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _ex_with_ci(result: dict, level: str) -> tuple[float, float, float]:
+    """(EX, CI low, CI high) for one hardness level, or "all" (the run's own interval)."""
+    if level == "all":
+        ex = result.get("ex") or 0.0
+        low, high = result.get("ex_ci95") or wilson_interval(ex, result.get("n") or 0)
+        return ex, low, high
+    bucket = (result.get("per_hardness") or {}).get(level) or {}
+    ex = bucket.get("ex") or 0.0
+    return (ex, *wilson_interval(ex, bucket.get("n") or 0))
+
+
+def leaderboard_chart(results: list[dict]) -> Figure:
+    """Grouped bars: execution accuracy per hardness level (and overall) for each run, with 95% CIs."""
+    levels = [*HARDNESS, "all"]
+    figure = Figure(figsize=(9, 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    width = 0.8 / max(1, len(results))
+    for i, result in enumerate(results):
+        values = [_ex_with_ci(result, level) for level in levels]
+        heights = [100 * ex for ex, _, _ in values]
+        errors = [[100 * (ex - low) for ex, low, _ in values], [100 * (high - ex) for ex, _, high in values]]
+        positions = [x + (i - (len(results) - 1) / 2) * width for x in range(len(levels))]
+        axes.bar(positions, heights, width, yerr=errors, capsize=3, label=result["run"])
+    axes.set_xticks(range(len(levels)), levels)
+    axes.set_ylabel("execution accuracy (%)")
+    axes.set_ylim(0, 100)
+    splits = {r.get("split") for r in results}
+    dataset = f"Spider {splits.pop()}: " if len(splits) == 1 and None not in splits else ""
+    axes.set_title(f"{dataset}execution accuracy by hardness (95% CI)")
+    if results:
+        figure.legend(loc="outside right upper", fontsize="small")
+    axes.grid(axis="y", alpha=0.3)
+    return figure

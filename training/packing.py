@@ -203,7 +203,9 @@ def packed_loss(model, batch: dict[str, torch.Tensor], num_items_in_batch=None) 
         logits_to_keep=keep,
         use_cache=False,
     )
-    logits = outputs.logits.reshape(-1, outputs.logits.shape[-1]).float()
+    logits = outputs.logits.reshape(-1, outputs.logits.shape[-1])
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # the softmax over 150k entries needs fp32
     wanted = targets[keep]
     count = num_items_in_batch if num_items_in_batch is not None else wanted.numel()
     loss = F.cross_entropy(logits, wanted, reduction="sum") / torch.as_tensor(count).clamp(min=1)

@@ -251,9 +251,9 @@ def percentile(values: list[int], q: float) -> int:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-def token_stats(records: list[dict], tokenizer, max_length: int | None = None, pack_max_tokens: int | None = None) -> str:
+def token_stats(records: list[dict], tokenizer, max_length: int | None = None, pack_budgets: tuple[int, ...] = ()) -> str:
     """p50/p95/max of prompt, completion and total tokens, as trl tokenizes them, what a
-    ``max_length`` would cut, and what shared-prefix packing at ``pack_max_tokens`` gives."""
+    ``max_length`` would cut, and what shared-prefix packing at each budget gives."""
     from training.packing import PackStats, first_label_index, pack_examples, tokenize_example
 
     prompts, completions, totals, tokenized = [], [], [], []
@@ -273,8 +273,8 @@ def token_stats(records: list[dict], tokenizer, max_length: int | None = None, p
     if max_length is not None:
         cut = sum(t > max_length for t in totals)
         lines.append(f"max_length {max_length}: {cut} of {len(totals)} examples would be truncated")
-    if pack_max_tokens is not None:
-        lines.append(f"shared-prefix packs of <= {pack_max_tokens} tokens: {PackStats.of(pack_examples(tokenized, pack_max_tokens))}")
+    for budget in pack_budgets:
+        lines.append(f"shared-prefix packs of <= {budget} tokens: {PackStats.of(pack_examples(tokenized, budget))}")
     return "\n".join(lines)
 
 
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--tokenizer", action="append", default=[], help="registry name, folder or Hub id (repeatable)")
     parser.add_argument("--max_length", type=int, default=None, help="report how many examples this would truncate")
-    parser.add_argument("--pack_max_tokens", type=int, default=None, help="report shared-prefix packing at this budget")
+    parser.add_argument("--pack_max_tokens", type=int, action="append", default=[], help="report shared-prefix packing at this budget (repeatable)")
     options = parser.parse_args(argv)
     args = DataArguments(spider_dir=options.spider_dir)
     for number, name in enumerate(options.tokenizer or [None]):
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         for split, records in (("train (oversampled)", data.train), ("held out", data.eval)):
             print(f"\n{name}, {split}: {len(records)} records")
-            print(token_stats(records, tokenizer, options.max_length, options.pack_max_tokens))
+            print(token_stats(records, tokenizer, options.max_length, tuple(options.pack_max_tokens)))
 
 
 if __name__ == "__main__":

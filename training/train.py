@@ -144,6 +144,19 @@ def datasets_for(script_args: TrainArguments, sft, tokenizer):
     return Dataset.from_list(train), Dataset.from_list(held_out) if held_out else None, PrefixPackedSFTTrainer
 
 
+def epoch_stats(dataset) -> dict[str, int]:
+    """What one epoch holds: examples, rows (packs or examples), tokens run through the
+    model, and the tokens the same examples have unpacked."""
+    tokens = sum(len(ids) for ids in dataset["input_ids"])
+    packed = "num_examples" in dataset.column_names
+    return {
+        "epoch_examples": sum(dataset["num_examples"]) if packed else len(dataset),
+        "epoch_rows": len(dataset),
+        "epoch_tokens": tokens,
+        "epoch_unpacked_tokens": sum(dataset["unpacked_tokens"]) if packed else tokens,
+    }
+
+
 def main(data_args: DataArguments, script_args: TrainArguments, training_args, model_args, argv: list[str]) -> dict:
     from training.backends import choose_backend
 
@@ -183,12 +196,14 @@ def main(data_args: DataArguments, script_args: TrainArguments, training_args, m
         peft_config=peft_config,
         callbacks=[run_log_callback()],
     )
+    stats = epoch_stats(trainer.train_dataset)
+    logger.info(f"one epoch: {json.dumps(stats)}")
     checkpoint = get_last_checkpoint(str(output_dir)) if script_args.resume else None
     logger.info(f"resuming from {checkpoint}" if checkpoint else "starting from the base model")
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))
-    trainer.save_metrics("train", result.metrics)
-    metrics = dict(result.metrics)
+    metrics = {**result.metrics, **stats, "train_steps": result.global_step}
+    trainer.save_metrics("train", metrics)
     if eval_dataset is not None:
         evaluation = trainer.evaluate()
         trainer.save_metrics("eval", evaluation)

@@ -13,51 +13,9 @@ from text2sql.errors import DatabaseFileError
 from text2sql.sandbox import Sandbox, check_database_file, private_copy
 from text2sql.schema import parse_schema_text
 
+from tests.hostile_sql import BIG_CTE, HOSTILE, RUNAWAY_CTE
+
 TIME_LIMIT_S = 1.0
-
-_BIG = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000) "
-
-HOSTILE = [
-    "DELETE FROM person",
-    "INSERT INTO person VALUES (9, 'x', 1)",
-    "REPLACE INTO person VALUES (1, 'x', 1)",
-    "UPDATE person SET name = 'x'",
-    "DROP TABLE person",
-    "CREATE TABLE evil (x)",
-    "CREATE TEMP TABLE evil (x)",
-    "CREATE VIEW evil AS SELECT 1",
-    "CREATE INDEX evil ON person(name)",
-    "CREATE TRIGGER evil AFTER INSERT ON person BEGIN DELETE FROM person; END",
-    "ALTER TABLE person ADD COLUMN evil TEXT",
-    "WITH c AS (SELECT 1) DELETE FROM person",
-    "WITH c AS (SELECT 1) INSERT INTO person SELECT 10, 'x', 1 FROM c",
-    "ATTACH DATABASE 'evil.db' AS evil",
-    "ATTACH 'file:evil.db?mode=rwc' AS evil",
-    "VACUUM",
-    "VACUUM INTO 'copy.db'",
-    "PRAGMA query_only = 0",
-    "PRAGMA writable_schema = ON",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA user_version = 5",
-    "PRAGMA trusted_schema = ON",
-    "PRAGMA table_info(person)",
-    "REINDEX",
-    "ANALYZE",
-    "BEGIN IMMEDIATE",
-    "SAVEPOINT evil",
-    "DETACH DATABASE main",
-    "SELECT load_extension('/tmp/evil')",
-    "SELECT fts3_tokenizer('simple')",
-    "SELECT 1; DELETE FROM person",
-    "SELECT 1; SELECT 2",
-    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
-    _BIG + "SELECT count(*) FROM n AS a, n AS b",
-    "SELECT length(replace(hex(zeroblob(20000000)), '0', 'ab'))",
-    "SELECT randomblob(2000000000)",
-    "SELECT printf('%.*c', 2000000000, 'x')",
-    "SELECT group_concat(hex(randomblob(1000))) FROM (" + _BIG + "SELECT x FROM n)",
-]
-
 
 @pytest.fixture
 def short_limits(monkeypatch):
@@ -104,7 +62,7 @@ def test_messages_say_why(awkward_db, short_limits):
     sandbox = Sandbox.from_file(awkward_db)
     assert sandbox.run("DELETE FROM person").error.startswith("Refused: only read-only SELECT")
     assert sandbox.run("SELECT 1; SELECT 2").error == "Refused: only one SQL statement can run at a time."
-    assert sandbox.run(HOSTILE[32]).error == f"Stopped: the query ran longer than the {TIME_LIMIT_S:g} s limit."
+    assert sandbox.run(RUNAWAY_CTE).error == f"Stopped: the query ran longer than the {TIME_LIMIT_S:g} s limit."
     assert "larger than" in sandbox.run("SELECT randomblob(2000000000)").error
     assert sandbox.run("SELEC 1").error.startswith("SQLite error:")
     # printf can loop for seconds inside one C call, out of the progress handler's reach
@@ -134,7 +92,7 @@ def test_read_only_queries_work(awkward_db, sql, rows):
 
 def test_rows_are_capped_with_a_truncated_flag(awkward_db):
     sandbox = Sandbox.from_file(awkward_db)
-    result = sandbox.run(_BIG + "SELECT x FROM n", max_rows=1000)
+    result = sandbox.run(BIG_CTE + "SELECT x FROM n", max_rows=1000)
     assert len(result.rows) == 1000 and result.truncated
     assert result.columns == ["x"]
     small = sandbox.run("SELECT id FROM person", max_rows=3)
@@ -147,7 +105,7 @@ def test_explain_validates_without_running(awkward_db, short_limits):
     assert "no such table" in sandbox.explain("SELECT * FROM nope")
     assert sandbox.explain("DELETE FROM person").startswith("Refused")
     started = time.monotonic()
-    assert sandbox.explain(HOSTILE[32]) is None  # compiles fine; EXPLAIN never runs it
+    assert sandbox.explain(RUNAWAY_CTE) is None  # compiles fine; EXPLAIN never runs it
     assert time.monotonic() - started < 1
 
 

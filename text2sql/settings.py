@@ -49,6 +49,10 @@ class Settings:
     """Tokens generated at most for one SQL answer."""
 
     # Serving.
+    max_question_chars: int = 2_000
+    """The longest question accepted (app and APIs)."""
+    max_schema_chars: int = 200_000
+    """The longest pasted schema accepted (app and APIs); parsing is not free."""
     queue_size: int = 64
     """Requests waiting for a model at most; more are refused with 503."""
     generation_concurrency: int = 1

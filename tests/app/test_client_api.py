@@ -1,0 +1,112 @@
+"""The served app (uvicorn, as `python app.py` runs it) driven through gradio_client (fake models).
+
+    python -m pytest tests/app/test_client_api.py -v
+"""
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from tests.conftest import sha256_of
+
+
+@pytest.fixture(scope="module")
+def client(server_url):
+    return Client(server_url, verbose=False)
+
+
+def test_exactly_the_four_endpoints_are_public(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == {"/generate_sql", "/run_sql", "/ask", "/compare"}
+    assert [p["parameter_name"] for p in endpoints["/generate_sql"]["parameters"]] == [
+        "schema", "question", "model", "database"
+    ]
+
+
+def test_run_sql_on_an_uploaded_file(client, example_dbs):
+    shop = example_dbs["shop"]
+    before = sha256_of(shop)
+    result = client.predict(database=handle_file(shop), sql="SELECT name FROM customers WHERE city = 'Lyon' ORDER BY id",
+                            api_name="/run_sql")
+    assert result["columns"] == ["name"] and result["rows"] == [["Amira Haddad"], ["Chen Wei"]]
+    assert result["truncated"] is False and result["error"] is None
+    assert sha256_of(shop) == before
+
+
+def test_run_sql_refuses_writes_as_a_result_and_leaves_no_copies(client, example_dbs, work_dir):
+    result = client.predict(database=handle_file(example_dbs["school"]), sql="DROP TABLE students", api_name="/run_sql")
+    assert result["error"].startswith("Refused: only read-only SELECT queries") and result["rows"] == []
+    assert (work_dir / "uploads").is_dir() and list((work_dir / "uploads").iterdir()) == []
+
+
+def test_run_sql_on_schema_text_checks_the_query(client):
+    ok = client.predict(schema="Table: users\nColumns: id, name, age", sql="SELECT name FROM users", api_name="/run_sql")
+    assert ok["error"] is None and ok["rows"] == []
+    bad = client.predict(schema="Table: users\nColumns: id, name, age", sql="SELECT salary FROM users",
+                         api_name="/run_sql")
+    assert bad["error"] == "SQLite error: no such column: salary"
+
+
+def test_generate_sql_from_schema_text(client, fake_models):
+    fake_models.enqueue("SELECT count(*) FROM users WHERE age > 30")
+    result = client.predict("Table: users\nColumns: id, name, age", "How many users are older than 30?",
+                            api_name="/generate_sql")
+    assert result["sql"] == "SELECT count(*) FROM users WHERE age > 30"
+    assert set(result) == {"sql", "execution_time_ms", "model"} and result["model"] == "fake"
+
+
+def test_generate_sql_from_a_file_with_a_chosen_model(client, fake_models, example_dbs):
+    fake_models.enqueue("SELECT title FROM courses")
+    result = client.predict(database=handle_file(example_dbs["school"]), question="List the courses",
+                            model="fake-c", api_name="/generate_sql")
+    assert result == {"sql": "SELECT title FROM courses", "execution_time_ms": result["execution_time_ms"],
+                      "model": "fake-c"}
+    assert "CREATE TABLE enrollments" in fake_models.history[-1][1]["content"]
+
+
+def test_ask_generates_and_runs(client, fake_models, example_dbs):
+    fake_models.enqueue("Here you go: SELECT count(*) FROM flights WHERE origin = 'LHR'")
+    result = client.predict(database=handle_file(example_dbs["flights"]), question="How many flights leave Heathrow?",
+                            api_name="/ask")
+    assert result["sql"] == "SELECT count(*) FROM flights WHERE origin = 'LHR'"
+    assert result["chatty"] is True and result["raw"].startswith("Here you go")
+    assert result["rows"] == [[3]] and result["error"] is None
+
+
+def test_compare_two_models(client, fake_models, example_dbs):
+    fake_models.enqueue("SELECT count(*) FROM airports", "SELECT count(code) FROM airports")
+    result = client.predict(database=handle_file(example_dbs["flights"]), question="How many airports?",
+                            models=["fake", "fake-b"], api_name="/compare")
+    assert result["agree"] is True
+    assert [(r["model"], r["rows"]) for r in result["results"]] == [("fake", [[7]]), ("fake-b", [[7]])]
+
+
+def test_bad_input_raises_an_app_error_with_the_reason(client, tmp_path):
+    not_sqlite = tmp_path / "notes.db"
+    not_sqlite.write_text("hello")
+    with pytest.raises(AppError, match="not a SQLite database"):
+        client.predict(database=handle_file(not_sqlite), sql="SELECT 1", api_name="/run_sql")
+    with pytest.raises(AppError, match="Give a schema"):
+        client.predict(question="How many?", api_name="/generate_sql")
+    with pytest.raises(AppError, match="Pick 2 to 4 models"):
+        client.predict(schema="Table: t\nColumns: a", question="q", models=["fake"], api_name="/compare")
+
+
+def test_an_upload_over_the_size_limit_is_refused_by_the_server(server_url, tmp_path):
+    """max_file_size is set from TEXT2SQL_MAX_UPLOAD_BYTES when the app is built (50 MB here):
+    a 51 MB upload is turned away before it reaches any handler."""
+    big = tmp_path / "big.sqlite"
+    with open(big, "wb") as handle:
+        handle.write(b"SQLite format 3\x00")
+        handle.truncate(51 * 2**20)
+    with open(big, "rb") as handle:
+        response = httpx.post(server_url + "gradio_api/upload", files={"files": ("big.sqlite", handle)}, timeout=60)
+    assert response.status_code == 413
+    assert "maximum allowed size of 52428800 bytes" in response.text
+
+
+def test_rest_is_served_on_the_same_port(server_url, fake_models):
+    response = httpx.post(server_url + "generate_sql", json={"schema": "Table: t\nColumns: a", "question": "All a?"})
+    assert response.status_code == 200 and set(response.json()) == {"sql", "execution_time_ms", "model"}
+    assert httpx.get(server_url + "health").json()["status"] == "ok"

@@ -1,0 +1,279 @@
+"""The UI's event handlers, called directly (fake models; real SQLite files and sandbox).
+
+    python -m pytest tests/app/test_handlers.py -v
+"""
+
+import json
+import threading
+
+import gradio as gr
+import pandas as pd
+import pytest
+
+from tests.conftest import AWKWARD_SQL, build_db, sha256_of
+from webapp.handlers import NO_RESULTS, Handlers
+from webapp.service import Busy, GenerationLimit, Service
+from webapp.sources import EXAMPLE, PASTE, UPLOAD, ExampleDatabases, Workspace
+
+
+@pytest.fixture
+def handlers(fake_models, tmp_path):
+    service = Service(limit=GenerationLimit(running=1, waiting=4))
+    examples = ExampleDatabases(tmp_path / "examples")
+    return Handlers(service, examples, tmp_path / "uploads", tmp_path / "results")
+
+
+@pytest.fixture
+def upload(tmp_path):
+    """A user's file as Gradio hands it over: a path in its upload cache."""
+    folder = tmp_path / "gradio-cache"
+    folder.mkdir()
+    return build_db(folder / "people.db", AWKWARD_SQL)
+
+
+def test_source_controls_show_only_the_chosen_one():
+    shown = [update["visible"] for update in Handlers.source_controls(UPLOAD)]
+    assert shown == [False, True, False]
+    assert [u["visible"] for u in Handlers.source_controls(PASTE)] == [False, False, True]
+
+
+def test_show_schema_of_an_example(handlers):
+    workspace, summary, ddl = handlers.show_schema(EXAMPLE, "shop", None, "", None)
+    assert isinstance(workspace, Workspace)
+    assert summary.startswith("**shop.sqlite**: 4 tables, 15 columns, 3 foreign keys")
+    assert "CREATE TABLE order_items (" in ddl and "FOREIGN KEY (order_id) REFERENCES orders (id)" in ddl
+    assert "-- example: ['Amira Haddad'" in ddl
+
+
+def test_show_schema_of_an_upload_copies_it_privately_and_never_changes_it(handlers, upload):
+    before = sha256_of(upload)
+    workspace, summary, ddl = handlers.show_schema(UPLOAD, None, str(upload), "", None)
+    assert summary.startswith("**people.db**: 7 tables")
+    assert 'CREATE TABLE "Table With Space"' in ddl
+    copies = list(workspace.folder.glob("*.sqlite"))
+    assert len(copies) == 1 and sha256_of(copies[0]) == before
+    assert sha256_of(upload) == before
+    assert workspace.folder.parent == handlers.uploads_root
+
+
+def test_a_new_upload_replaces_the_previous_private_copy(handlers, upload, tmp_path):
+    workspace, _, _ = handlers.show_schema(UPLOAD, None, str(upload), "", None)
+    other = build_db(tmp_path / "other.sqlite", "CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+    workspace, summary, _ = handlers.show_schema(UPLOAD, None, str(other), "", workspace)
+    assert summary.startswith("**other.sqlite**: 1 table,")
+    assert len(list(workspace.folder.glob("*.sqlite"))) == 1
+
+
+def test_workspace_close_deletes_the_users_files(handlers, upload):
+    workspace, _, _ = handlers.show_schema(UPLOAD, None, str(upload), "", None)
+    assert workspace.folder.is_dir()
+    Workspace.close_if_any(workspace)
+    assert not workspace.folder.exists()
+    Workspace.close_if_any(None)  # a session that never opened anything
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"just some text\n", "not a SQLite database"),
+        (b"", "The file is empty"),
+        (b"SQLite format 3\x00" + b"\x00" * 30, "truncated"),
+    ],
+)
+def test_a_bad_upload_is_refused_with_a_reason(handlers, tmp_path, content, message):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(content)
+    workspace, summary, ddl = handlers.show_schema(UPLOAD, None, str(bad), "", None)
+    assert summary.startswith("❌") and message in summary and ddl == ""
+    assert bad.read_bytes() == content
+    assert list(workspace.folder.iterdir()) == []
+
+
+def test_show_schema_of_pasted_text_and_its_errors(handlers):
+    _, summary, ddl = handlers.show_schema(PASTE, None, None, "Table: users\nColumns: id, name, age", None)
+    assert summary.startswith("**pasted schema**: 1 table, 3 columns") and "no rows" in summary
+    assert "CREATE TABLE users" in ddl
+    _, summary, _ = handlers.show_schema(PASTE, None, None, "Table: users\nColumns: id\nnonsense here", None)
+    assert summary.startswith("❌ Line 3")
+    _, summary, _ = handlers.show_schema(PASTE, None, None, "   ", None)
+    assert summary.startswith("❌ Paste a schema first")
+    _, summary, _ = handlers.show_schema(UPLOAD, None, None, "", None)
+    assert summary.startswith("❌ Upload a SQLite database file")
+
+
+def test_generate_then_run_gives_the_table_and_a_csv(handlers, fake_models):
+    fake_models.enqueue("```sql\nSELECT name, price FROM products ORDER BY price DESC LIMIT 3;\n```")
+    workspace, sql, note, generated = handlers.generate(EXAMPLE, "shop", None, "", "Three most expensive?", "", None)
+    assert sql == "SELECT name, price FROM products ORDER BY price DESC LIMIT 3" and generated is True
+    assert "Written by **fake**" in note and "only the SQL is kept" in note
+    assert fake_models.history[-1][1]["content"].endswith("Question: Three most expensive?")
+
+    workspace, table, status, csv = handlers.run_generated(generated, EXAMPLE, "shop", None, "", sql, workspace)
+    assert table["visible"] is True
+    frame = table["value"]
+    assert list(frame.columns) == ["name", "price"]
+    assert frame.values.tolist() == [["Burr grinder", 89.0], ["Milk frother", 45.0], ["Pour-over dripper", 29.0]]
+    assert status.startswith("✅ 3 rows in")
+    assert csv["visible"] is True
+    assert pd.read_csv(csv["value"]).equals(frame)
+
+
+def test_the_user_can_edit_the_sql_and_run_again(handlers):
+    workspace, table, status, _ = handlers.run(EXAMPLE, "school", None, "", "SELECT count(*) AS n FROM students", None)
+    assert table["value"].values.tolist() == [[8]] and status.startswith("✅ 1 row in")
+
+
+def test_run_refuses_writes_in_plain_words_and_the_file_is_untouched(handlers, upload):
+    before = sha256_of(upload)
+    workspace, table, status, csv = handlers.run(UPLOAD, None, str(upload), "", "DELETE FROM person", None)
+    assert table["visible"] is False and csv["visible"] is False
+    assert status.startswith("❌ Refused: only read-only SELECT queries")
+    assert sha256_of(upload) == before
+
+
+def test_run_reports_sql_errors_and_blobs_and_duplicate_columns(handlers, upload):
+    _, _, status, _ = handlers.run(UPLOAD, None, str(upload), "", "SELECT nope FROM person", None)
+    assert status == "❌ SQLite error: no such column: nope"
+    sql = 'SELECT p.id, f.person_a AS id, t."blob col" FROM person p, friendship f, "Table With Space" t ' \
+          "WHERE p.id = 1 AND f.person_a = 1 AND t.id = 1"
+    _, table, _, _ = handlers.run(UPLOAD, None, str(upload), "", sql, None)
+    assert list(table["value"].columns) == ["id", "id (2)", "blob col"]
+    assert table["value"].values.tolist() == [[1, 1, "<2 bytes>"]]
+
+
+def test_run_truncates_long_results_and_says_so(handlers, monkeypatch):
+    monkeypatch.setenv("TEXT2SQL_MAX_ROWS", "5")
+    sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) SELECT i FROM n"
+    _, table, status, _ = handlers.run(EXAMPLE, "shop", None, "", sql, None)
+    assert len(table["value"]) == 5 and "truncated: only the first 5 rows are shown" in status
+
+
+def test_run_on_a_pasted_schema_only_checks_the_sql(handlers):
+    schema = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);"
+    _, table, status, csv = handlers.run(PASTE, None, None, schema, "SELECT count(*) FROM users WHERE age > 30", None)
+    assert table["visible"] is False and csv["visible"] is False and status.startswith("✅ The SQL is valid for this schema")
+    _, _, status, _ = handlers.run(PASTE, None, None, schema, "SELECT salary FROM users", None)
+    assert status == "❌ SQLite error: no such column: salary"
+
+
+def test_run_with_an_empty_sql_box_or_no_database_says_what_to_do(handlers):
+    _, table, status, _ = handlers.run(EXAMPLE, "shop", None, "", "  ", None)
+    assert table["visible"] is False and status.startswith("Nothing to run yet")
+    _, table, status, csv = handlers.run(UPLOAD, None, None, "", "SELECT 1", None)
+    assert table["visible"] is False and csv["visible"] is False
+    assert status.startswith("❌ Upload a SQLite database file")
+
+
+@pytest.mark.parametrize(
+    "kind, text, question, model, message",
+    [
+        (EXAMPLE, "", "  ", "", "❌ Type a question first."),
+        (EXAMPLE, "", "How many?", "nope", "❌ Unknown model 'nope'."),
+        (PASTE, "CREATE TABLE (", "How many?", "", "❌ Line 1"),
+        (UPLOAD, "", "How many?", "", "❌ Upload a SQLite database file"),
+    ],
+)
+def test_generate_problems_go_to_the_note_and_the_sql_box_keeps_its_text(handlers, kind, text, question, model,
+                                                                          message):
+    workspace, sql, note, generated = handlers.generate(kind, "shop", None, text, question, model, None)
+    assert note.startswith(message) and generated is False
+    assert sql == gr.skip()  # no change
+    _, table, status, csv = handlers.run_generated(generated, kind, "shop", None, text, "SELECT 1", workspace)
+    assert table["visible"] is False and status == "" and csv["visible"] is False
+
+
+def test_generate_when_the_model_writes_no_sql(handlers, fake_models):
+    fake_models.enqueue("I am sorry, I cannot help with that.")
+    _, sql, note, generated = handlers.generate(EXAMPLE, "shop", None, "", "Tell me a joke", "", None)
+    assert generated is False and note.startswith("❌ fake did not write a SQL query") and "I am sorry" in note
+
+
+def test_generate_uses_the_chosen_model_and_reports_progress(handlers, fake_models):
+    steps = []
+    _, _, note, _ = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "fake-b", None,
+                                      progress=lambda fraction, desc="": steps.append(desc))
+    assert "Written by **fake-b**" in note
+    assert steps == ["Loading fake-b (only the first time it is used)…", "fake-b is writing SQL…"]
+    assert handlers.loaded_models_markdown() == "* **fake-b**: fake model for tests"
+
+
+def test_compare_shows_each_models_sql_result_and_whether_they_agree(handlers, fake_models):
+    fake_models.enqueue(
+        "SELECT count(*) FROM orders WHERE status = 'pending'",
+        "SELECT count(*) FROM orders WHERE status='pending'",
+        "SELECT count(*) FROM orders",
+    )
+    workspace, agreement, *slots = handlers.compare(
+        EXAMPLE, "shop", None, "", "How many pending orders?", ["fake", "fake-b", "fake-c"], None
+    )
+    assert agreement == "⚠️ The models disagree: their results differ."
+    headers, codes, tables = slots[0::3], slots[1::3], slots[2::3]
+    assert [h["visible"] for h in headers] == [True, True, True, False]
+    assert headers[1]["value"].startswith("### fake-b\n") and "✅ 1 row" in headers[1]["value"]
+    assert codes[2]["value"] == "SELECT count(*) FROM orders"
+    assert [t["value"].values.tolist() for t in tables[:3]] == [[[2]], [[2]], [[12]]]
+
+
+def test_compare_agreeing_models_and_a_failing_one(handlers, fake_models):
+    fake_models.enqueue("SELECT name FROM students WHERE year = 1", "SELECT name FROM students WHERE year = 1",
+                        "SELECT name FROM pupils")
+    _, agreement, *slots = handlers.compare(EXAMPLE, "school", None, "", "First years?", ["fake", "fake-b", "fake-c"],
+                                            None)
+    assert agreement == "✅ The 2 models that ran return the same rows. Failed: fake-c."
+    assert "❌ SQLite error: no such table: pupils" in slots[6]["value"]
+    assert slots[8]["visible"] is False
+
+
+def test_compare_needs_two_to_four_models(handlers):
+    with pytest.raises(gr.Error, match="Pick 2 to 4 models"):
+        handlers.compare(EXAMPLE, "shop", None, "", "q", ["fake"], None)
+
+
+def test_leaderboard_says_how_to_produce_results_when_there_are_none(handlers):
+    message, table, chart = handlers.leaderboard()
+    assert message == NO_RESULTS and "python -m evaluation.evaluate --model" in message
+    assert table["visible"] is False and chart["visible"] is False
+
+
+def test_leaderboard_shows_the_runs_and_warns_about_broken_files(handlers):
+    run = handlers.results_dir / "qwen-base"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"n": 972, "ex": 0.5, "em": 0.3, "ex_ci95": [0.47, 0.53],
+                                                  "model": "qwen2.5-coder-0.5b", "split": "dev"}))
+    (handlers.results_dir / "broken").mkdir()
+    (handlers.results_dir / "broken" / "metrics.json").write_text("{")
+    message, table, chart = handlers.leaderboard()
+    assert message.startswith("1 evaluation run from") and "Skipping" in message and "broken" in message
+    assert table["value"]["EX %"].tolist() == [50.0]
+    assert chart["visible"] is True and chart["value"].axes
+
+
+def test_about_lists_every_model_with_its_weights():
+    text = Handlers.models_markdown()
+    assert "| **fake** (default)<br>Fake model |" in text and "**fake-c**" in text
+
+
+def test_the_generation_limit_refuses_past_the_queue():
+    limit = GenerationLimit(running=1, waiting=0)
+    with limit.slot():
+        with pytest.raises(Busy, match="The server is busy"):
+            with limit.slot():
+                pass
+    with limit.slot():  # free again
+        pass
+
+
+def test_the_generation_limit_makes_the_next_request_wait():
+    limit = GenerationLimit(running=1, waiting=1)
+    done = threading.Event()
+
+    def second():
+        with limit.slot():
+            done.set()
+
+    with limit.slot():
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        assert not done.wait(0.3)
+    assert done.wait(5)
+    waiter.join()

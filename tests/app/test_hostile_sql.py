@@ -1,0 +1,66 @@
+"""The shared hostile SQL corpus through the app's surfaces: the UI's Run handler and the
+/run_sql client endpoint (fake models; the uploaded file must never change).
+
+    python -m pytest tests/app/test_hostile_sql.py -v
+"""
+
+import os
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+
+from tests.conftest import AWKWARD_SQL, build_db, sha256_of
+from tests.hostile_sql import HOSTILE
+from webapp.handlers import Handlers
+from webapp.service import GenerationLimit, Service
+from webapp.sources import UPLOAD, ExampleDatabases
+
+
+TIME_LIMIT_S = 1.0
+
+
+@pytest.fixture(autouse=True)
+def short_limits(monkeypatch):
+    monkeypatch.setenv("TEXT2SQL_QUERY_TIMEOUT_S", str(TIME_LIMIT_S))
+
+
+@pytest.fixture(scope="module")
+def upload(tmp_path_factory):
+    return build_db(tmp_path_factory.mktemp("user") / "people.db", AWKWARD_SQL)
+
+
+@pytest.fixture(scope="module")
+def handlers(fake_models, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("handlers")
+    return Handlers(Service(limit=GenerationLimit(1, 1)), ExampleDatabases(folder / "examples"), folder / "uploads",
+                    folder / "results")
+
+
+@pytest.fixture(scope="module")
+def client(server_url):
+    return Client(server_url, verbose=False)
+
+
+def unchanged(upload, before_hash, before_files):
+    return sha256_of(upload) == before_hash and sorted(os.listdir(upload.parent)) == before_files
+
+
+@pytest.mark.parametrize("sql", HOSTILE)
+def test_the_run_handler_refuses_or_stops_it(handlers, upload, sql):
+    before = sha256_of(upload), sorted(os.listdir(upload.parent))
+    started = time.monotonic()
+    _, table, status, csv = handlers.run(UPLOAD, None, str(upload), "", sql, None)
+    assert time.monotonic() - started < TIME_LIMIT_S + 2
+    assert status.startswith(("❌ Refused", "❌ Stopped", "❌ SQLite error")), status
+    assert table["visible"] is False and csv["visible"] is False
+    assert unchanged(upload, *before)
+
+
+@pytest.mark.parametrize("sql", HOSTILE)
+def test_the_run_sql_endpoint_refuses_or_stops_it(client, upload, sql):
+    before = sha256_of(upload), sorted(os.listdir(upload.parent))
+    result = client.predict(database=handle_file(upload), sql=sql, api_name="/run_sql")
+    assert result["error"].startswith(("Refused", "Stopped", "SQLite error")), result
+    assert result["rows"] == []
+    assert unchanged(upload, *before)

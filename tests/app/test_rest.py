@@ -1,0 +1,126 @@
+"""The REST routes, in process with FastAPI's TestClient (fake models).
+
+    python -m pytest tests/app/test_rest.py -v
+"""
+
+import sqlite3
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import build_db
+
+
+ORIGINAL_EXAMPLE = {"schema": "Table: users\nColumns: id, name, age", "question": "How many users are older than 30?"}
+
+
+@pytest.fixture(scope="module")
+def client(app_parts):
+    _, app, _ = app_parts
+    with TestClient(app) as client:
+        yield client
+
+
+def test_the_original_contract(client, fake_models, tmp_path):
+    """The original service's example, posted as is: exactly sql/execution_time_ms/model, and
+    the SQL runs on a database with that schema."""
+    fake_models.enqueue("```sql\nSELECT COUNT(*) FROM users WHERE age > 30;\n```")
+    response = client.post("/generate_sql", json=ORIGINAL_EXAMPLE)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"sql", "execution_time_ms", "model"}
+    assert isinstance(body["execution_time_ms"], float) and body["execution_time_ms"] >= 0
+    assert body["model"] == "fake"
+    assert body["sql"] == "SELECT COUNT(*) FROM users WHERE age > 30"
+    prompt = fake_models.history[-1][1]["content"]
+    assert "CREATE TABLE users" in prompt and prompt.endswith("Question: How many users are older than 30?")
+
+    db = build_db(tmp_path / "users.sqlite", "CREATE TABLE users (id, name, age);"
+                  "INSERT INTO users VALUES (1, 'Ann', 25), (2, 'Bob', 41), (3, 'Cy', 33);")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute(body["sql"]).fetchall() == [(2,)]
+
+
+def test_a_named_model(client, fake_models):
+    response = client.post("/generate_sql", json={**ORIGINAL_EXAMPLE, "model": "fake-b"})
+    assert response.status_code == 200 and response.json()["model"] == "fake-b"
+
+
+@pytest.mark.parametrize(
+    "payload, status, message",
+    [
+        ({**ORIGINAL_EXAMPLE, "model": "gpt-9"}, 400, "Unknown model 'gpt-9'. Available: fake, fake-b, fake-c."),
+        ({**ORIGINAL_EXAMPLE, "question": "   "}, 400, "Type a question first."),
+        ({**ORIGINAL_EXAMPLE, "schema": "Table: users\nColumns: id\nthis is not a schema"}, 400, "Line 3"),
+        ({**ORIGINAL_EXAMPLE, "schema": ""}, 400, "Paste a schema first"),
+        ({**ORIGINAL_EXAMPLE, "schema": "Table: t\nColumns: " + "c, " * 70_000 + "d"}, 400,
+         "The schema is 210,019 characters long; the limit is 200,000."),
+        ({**ORIGINAL_EXAMPLE, "question": "why " * 600}, 400, "The question is 2,400 characters long; the limit is 2,000."),
+        ({"question": "How many users?"}, 422, "Bad request: schema: Field required"),
+        ({"schema": "Table: t\nColumns: a", "question": 42}, 422, "Bad request: question: Input should be a valid string"),
+    ],
+)
+def test_bad_input_is_a_4xx_with_a_json_error(client, payload, status, message):
+    response = client.post("/generate_sql", json=payload)
+    assert response.status_code == status
+    assert set(response.json()) == {"error"}
+    assert response.json()["error"].startswith(message) and response.json()["error"]
+
+
+def test_a_body_that_is_not_json_is_a_422_with_a_json_error(client):
+    response = client.post("/generate_sql", content=b"schema=x", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["error"].startswith("Bad request")
+
+
+def test_busy_is_a_503(client, app_parts, fake_models):
+    _, _, service = app_parts
+    saved = service.limit
+    service.limit = type(saved)(running=1, waiting=0)
+    try:
+        with service.limit.slot():
+            response = client.post("/generate_sql", json=ORIGINAL_EXAMPLE)
+    finally:
+        service.limit = saved
+    assert response.status_code == 503 and response.json()["error"].startswith("The server is busy")
+
+
+def test_health_and_models(client):
+    assert client.get("/health").json() == {"status": "ok", "default_model": "fake"}
+    models = client.get("/models").json()
+    assert [m["name"] for m in models] == ["fake", "fake-b", "fake-c"]
+    assert models[0] == {"name": "fake", "title": "Fake model", "default": True, "base": "local folder .",
+                         "adapter": None}
+
+
+def test_openapi_docs_describe_the_contract(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    route = spec["paths"]["/generate_sql"]["post"]
+    request = spec["components"]["schemas"]["GenerateSQLRequest"]
+    assert set(request["properties"]) == {"schema", "question", "model"}
+    assert set(request["required"]) == {"schema", "question"}
+    assert set(route["responses"]) == {"200", "400", "422", "503"}
+    assert route["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    assert set(spec["paths"]) >= {"/generate_sql", "/health", "/models"}
+
+
+def test_the_ui_is_served_by_the_same_app(client):
+    assert client.get("/").status_code == 200
+    assert client.get("/config").json()["title"] == "text2sql: ask a SQLite database in plain English"
+    assert client.get("/gradio_api/info").json()["named_endpoints"].keys() == {
+        "/generate_sql", "/run_sql", "/ask", "/compare"
+    }
+
+
+def test_the_apps_own_files_are_deleted_when_the_server_stops(fake_models, tmp_path, monkeypatch):
+    import tempfile
+
+    import app
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    _, served, _ = app.create(results_dir=tmp_path / "results")
+    [work_dir] = tmp_path.glob("text2sql-app-*")
+    assert (work_dir / "examples" / "shop.sqlite").is_file()
+    with TestClient(served) as client:
+        assert client.get("/health").status_code == 200
+    assert not work_dir.exists()

@@ -1,0 +1,72 @@
+"""Query results shaped for people and programs: a table, a one-line summary, CSV, JSON.
+
+    frame = result_frame(result)          # pandas DataFrame for gr.Dataframe
+    text = result_summary(result, has_data=True)
+    payload = result_json(result)         # {"columns", "rows", "truncated", "elapsed_ms", "error"}
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from text2sql.sandbox import QueryResult
+from text2sql.settings import get_settings
+
+
+def cell(value):
+    """A value as shown and exported: blobs as their size (raw bytes are neither text nor JSON)."""
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return value
+
+
+def unique_headers(columns: list[str]) -> list[str]:
+    """Column names made distinct (``SELECT a.id, b.id`` gives two ``id``s), so tables keep both."""
+    seen: Counter = Counter()
+    headers = []
+    for name in columns:
+        seen[name] += 1
+        headers.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return headers
+
+
+def result_frame(result: QueryResult) -> pd.DataFrame:
+    rows = [[cell(v) for v in row] for row in result.rows]
+    return pd.DataFrame(rows, columns=unique_headers(result.columns))
+
+
+def result_summary(result: QueryResult, has_data: bool) -> str:
+    """One Markdown line saying what happened, in plain words."""
+    if not result.ok:
+        return f"❌ {result.error}"
+    if not has_data:
+        return "✅ The SQL is valid for this schema. A pasted schema has no rows, so there is no table to show."
+    count = len(result.rows)
+    text = f"✅ {count} row{'' if count == 1 else 's'} in {result.elapsed_ms:.1f} ms"
+    if result.truncated:
+        text += f" — truncated: only the first {get_settings().max_rows:,} rows are shown"
+    return text
+
+
+def result_json(result: QueryResult) -> dict:
+    return {
+        "columns": result.columns,
+        "rows": [[cell(v) for v in row] for row in result.rows],
+        "truncated": result.truncated,
+        "elapsed_ms": round(result.elapsed_ms, 2),
+        "error": result.error,
+    }
+
+
+def write_csv(result: QueryResult, path: Path) -> Path:
+    result_frame(result).to_csv(path, index=False)
+    return path
+
+
+def results_agree(results: list[QueryResult]) -> bool:
+    """True when every result has the same rows, in any order (column names aside)."""
+    bags = [Counter(result.rows) for result in results]
+    return all(bag == bags[0] for bag in bags)

@@ -1,0 +1,135 @@
+"""What the UI, the client API and REST all do, in one place: generate SQL under one shared
+limit, run it in the sandbox, compare models.
+
+Gradio's queue already limits its own events (``concurrency_id="model"``), but REST
+requests don't pass through it; ``GenerationLimit`` is the one limit all three share.
+
+    service = Service(limit=GenerationLimit.from_settings())
+    generation = service.generate(database.schema, "How many users?", model=None)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Iterator
+
+from text2sql.engine import load_generator
+from text2sql.errors import Text2SQLError
+from text2sql.pipeline import Database, Generation, generate_sql_batch, run_or_check
+from text2sql.registry import default_registry
+from text2sql.sandbox import QueryResult
+from text2sql.schema import Schema
+from text2sql.settings import get_settings
+
+from webapp.results import results_agree
+
+
+MIN_COMPARED, MAX_COMPARED = 2, 4
+
+
+class Busy(Text2SQLError):
+    """Too many requests are already waiting for a model (REST answers 503)."""
+
+
+class GenerationLimit:
+    """At most ``running`` generations at once and ``waiting`` more queued; past that, ``Busy``."""
+
+    def __init__(self, running: int, waiting: int):
+        self._running = threading.Semaphore(running)
+        self._admitted = threading.Semaphore(running + waiting)
+        self.waiting = waiting
+
+    @classmethod
+    def from_settings(cls) -> GenerationLimit:
+        settings = get_settings()
+        return cls(settings.generation_concurrency, settings.queue_size)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        if not self._admitted.acquire(blocking=False):
+            raise Busy(f"The server is busy ({self.waiting} requests are waiting for a model). Try again in a minute.")
+        try:
+            with self._running:
+                yield
+        finally:
+            self._admitted.release()
+
+
+def check_question(question: str) -> None:
+    if not (question or "").strip():
+        raise ValueError("Type a question first.")
+    limit = get_settings().max_question_chars
+    if len(question) > limit:
+        raise ValueError(f"The question is {len(question):,} characters long; the limit is {limit:,}.")
+
+
+def _no_progress(fraction: float, desc: str = "") -> None:
+    pass
+
+
+def model_names() -> list[str]:
+    return default_registry().names()
+
+
+@dataclasses.dataclass
+class Comparison:
+    model: str
+    generation: Generation | None
+    result: QueryResult
+    """The query's result; a model that failed to answer has an empty result with the error."""
+
+
+@dataclasses.dataclass
+class Service:
+    limit: GenerationLimit
+    origins: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Each model used so far -> where its weights were read from (the About tab shows it)."""
+
+    def generate(self, schema: Schema, question: str, model: str | None = None, progress=_no_progress) -> Generation:
+        """SQL for ``question`` (model None or "": the registry's default). ``progress(fraction,
+        desc=...)`` hears when the model loads (once per process) and when it writes."""
+        check_question(question)
+        name = model or default_registry().default
+        with self.limit.slot():
+            progress(0.05, desc=f"Loading {name} (only the first time it is used)…")
+            generator = self.load(name)
+            progress(0.5, desc=f"{name} is writing SQL…")
+            return generate_sql_batch(generator, schema, [question])[0]
+
+    def load(self, model: str | None = None):
+        """The model's generator (loaded once per process), noting where its weights came from."""
+        generator = load_generator(model or None)
+        self.origins[generator.spec.name] = generator.origin
+        return generator
+
+    def ask(self, database: Database, question: str, model: str | None = None, progress=_no_progress):
+        """(generation, result): the SQL for ``question`` and what it returns (or why not)."""
+        generation = self.generate(database.schema, question, model, progress)
+        if not generation.sql:
+            return generation, QueryResult(columns=[], rows=[], error="The model did not write a SQL query.")
+        return generation, run_or_check(database, generation.sql)
+
+    def compare(
+        self, database: Database, question: str, models: list[str], progress=_no_progress
+    ) -> tuple[list[Comparison], bool | None]:
+        """Each model's SQL and result for one question, and whether the results agree
+        (None when fewer than two ran, or a pasted schema has no rows to compare)."""
+        models = list(dict.fromkeys(models or []))
+        if not MIN_COMPARED <= len(models) <= MAX_COMPARED:
+            raise ValueError(f"Pick {MIN_COMPARED} to {MAX_COMPARED} models to compare.")
+        check_question(question)
+        comparisons = []
+        for i, model in enumerate(models):
+            step = lambda fraction, desc="": progress((i + fraction) / len(models), desc=desc)  # noqa: E731
+            try:
+                generation, result = self.ask(database, question, model, step)
+            except Busy:
+                raise
+            except Text2SQLError as error:  # this model can't answer (e.g. weights missing); the others still can
+                generation, result = None, QueryResult(columns=[], rows=[], error=str(error))
+            comparisons.append(Comparison(model=model, generation=generation, result=result))
+        ran = [c.result for c in comparisons if c.result.ok]
+        agree = results_agree(ran) if database.has_data and len(ran) >= 2 else None
+        return comparisons, agree

@@ -35,7 +35,6 @@ from trl.data_utils import common_prefix_length
 
 
 IGNORE_INDEX = -100
-PACK_COLUMNS = ("input_ids", "labels", "prefix_length", "segment_lengths")
 
 
 def tokenize_example(tokenizer, prompt: list[dict], completion: list[dict]) -> dict[str, list[int]]:

@@ -23,6 +23,7 @@ import dataclasses
 import enum
 import json
 import logging
+import resource
 import sys
 from pathlib import Path
 
@@ -97,18 +98,29 @@ def recipe_used(argv: list[str], configs: tuple) -> dict:
     return used
 
 
+_run_log_handlers: list[logging.Handler] = []
+
+
 def setup_run_log(output_dir: Path) -> None:
+    """Our messages and the Trainer's to ``output_dir/train.log`` (appended: a resumed run
+    continues the same log), ours also to stdout. Replaces the handlers of an earlier run in
+    the same process."""
     import transformers
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(output_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(logging.Formatter("%(message)s"))
+    to_file = logging.FileHandler(output_dir / "train.log")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    to_console = logging.StreamHandler(sys.stdout)
+    to_console.setFormatter(logging.Formatter("%(message)s"))
     for name in ("training", "transformers.trainer"):
-        logging.getLogger(name).addHandler(handler)
+        for handler in _run_log_handlers:
+            logging.getLogger(name).removeHandler(handler)
+        logging.getLogger(name).addHandler(to_file)
         logging.getLogger(name).setLevel(logging.INFO)
-    logger.addHandler(console)
+    for handler in _run_log_handlers:
+        handler.close()
+    logger.addHandler(to_console)
+    _run_log_handlers[:] = [to_file, to_console]
     transformers.logging.set_verbosity_info()
     transformers.logging.disable_default_handler()
 
@@ -223,7 +235,8 @@ def main(data_args: DataArguments, script_args: TrainArguments, training_args, m
         trainer.save_metrics("eval", evaluation)
         metrics.update(evaluation)
     (output_dir / "loss_curve.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    logger.info(f"adapter, tokenizer and metrics in {output_dir}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    logger.info(f"adapter, tokenizer and metrics in {output_dir}; peak memory (RSS) of this process {peak:.1f} GB")
     if push_repo:
         from training.push import publish, stage
 

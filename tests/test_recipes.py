@@ -31,7 +31,8 @@ def test_the_four_recipes_exist():
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.stem)
 def test_recipe_parses(recipe):
     data, script, training, model = parse(recipe)
-    assert model.model_name_or_path.count("/") == 1  # a real Hub id, never a local path
+    if recipe.stem != "smoke":
+        assert model.model_name_or_path.count("/") == 1  # a real Hub id, never a local path
     assert training.output_dir.startswith("runs/")
     assert script.prefix_packing
     assert training.activation_checkpointing
@@ -60,6 +61,7 @@ def test_cpu_recipe_is_resumable_fp32_and_finite():
 
 def test_smoke_recipe_is_small():
     data, script, training, model = parse(next(r for r in RECIPES if r.stem == "smoke"))
+    assert model.model_name_or_path == "tiny-random-llama"
     assert training.max_steps <= 5 and data.max_train_examples <= 32
 
 

@@ -29,6 +29,7 @@ from text2sql.registry import Registry, resolve_weights
 
 
 UNSLOTH_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TINY_RANDOM = "tiny-random-llama"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,8 @@ def choose_backend(quantize: str = "auto", use_unsloth: bool = True) -> Backend:
 def resolve_model(name_or_path: str, revision: str | None = None) -> tuple[str, str | None]:
     """(what to load from, the real Hub id or None). Registry names and the Hub ids of
     registry bases resolve offline through the registry; anything else passes through."""
+    if name_or_path == TINY_RANDOM:
+        return str(tiny_random_model_dir()), None
     registry = Registry.load()
     for name in registry.names():
         base = registry.get(name).base
@@ -70,6 +73,47 @@ def resolve_model(name_or_path: str, revision: str | None = None) -> tuple[str, 
     if Path(name_or_path).is_dir():
         return name_or_path, None
     return name_or_path, name_or_path
+
+
+def tiny_random_model_dir() -> Path:
+    """``tiny-random-llama``: a 2-layer Llama with random weights and SmolLM2's real tokenizer
+    (from its embedded GGUF), for the smoke recipe. Built once into the cache."""
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from text2sql.embedded import SMOLLM2_135M, part_paths
+    from text2sql.settings import get_settings
+
+    folder = get_settings().cache_path / TINY_RANDOM
+    if (folder / "config.json").is_file():
+        return folder
+    gguf = part_paths(SMOLLM2_135M)[0]
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{TINY_RANDOM}-"))
+    LlamaForCausalLM(config).save_pretrained(building)
+    tokenizer.save_pretrained(building)
+    try:
+        building.rename(folder)
+    except OSError:  # another process finished first
+        shutil.rmtree(building)
+    return folder
 
 
 def load_model_and_tokenizer(model_args, backend: Backend, max_length: int, seed: int):

@@ -1,0 +1,98 @@
+"""Publishing: the staged folder and its model card, built from a real adapter and an
+evaluation metrics.json; no upload without a token or network.
+
+    python -m pytest tests/test_push.py -v
+"""
+
+import json
+import shutil
+
+import pytest
+from huggingface_hub import ModelCard
+
+from training import push
+
+
+METRICS = {
+    "n": 972,
+    "ex": 0.612,
+    "em": 0.433,
+    "chatty_rate": 0.0,
+    "ex_ci95": [0.581, 0.642],
+    "em_ci95": [0.402, 0.464],
+    "per_hardness": {
+        "easy": {"n": 232, "ex": 0.81, "em": 0.74},
+        "medium": {"n": 416, "ex": 0.65, "em": 0.47},
+        "hard": {"n": 160, "ex": 0.5, "em": 0.3},
+        "extra": {"n": 164, "ex": 0.33, "em": 0.12},
+    },
+    "model": "qwen2.5-coder-0.5b-spider",
+    "split": "dev",
+}
+
+
+@pytest.fixture
+def trained_dir(tmp_path, tiny_adapter_dirs, smollm2_tokenizer_dir):
+    """A training output folder: a real peft adapter (naming the Hub base as train.py makes it
+    do), the tokenizer, the recipe and the training metrics."""
+    out = tmp_path / "run"
+    shutil.copytree(tiny_adapter_dirs["a"], out)
+    config = json.loads((out / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    (out / "adapter_config.json").write_text(json.dumps(config))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(smollm2_tokenizer_dir / name, out / name)
+    (out / "recipe.yaml").write_text("model_name_or_path: Qwen/Qwen2.5-Coder-0.5B-Instruct\nlora_r: 16\n")
+    (out / "train_results.json").write_text(json.dumps({"train_loss": 0.31, "epoch_examples": 14235}))
+    (out / "checkpoint-5").mkdir()  # not published
+    return out
+
+
+def test_staged_folder_has_the_adapter_and_a_card_with_model_index(tmp_path, trained_dir):
+    (tmp_path / "metrics.json").write_text(json.dumps(METRICS))
+    staged = push.stage(trained_dir, tmp_path / "hub", tmp_path / "metrics.json", "me/qwen-spider")
+    names = {p.name for p in staged.iterdir()}
+    assert {"README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "recipe.yaml"} <= names
+    assert "checkpoint-5" not in names and "README.md" in names
+
+    card = ModelCard.load(staged / "README.md")
+    assert card.data.base_model == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    assert card.data.library_name == "peft"
+    assert card.data.datasets == ["xlangai/spider"]
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert results["execution_accuracy"].metric_value == 0.612
+    assert results["exact_match"].metric_value == 0.433
+    assert results["execution_accuracy_hard"].metric_value == 0.5
+    assert results["execution_accuracy"].dataset_type == "xlangai/spider"
+    assert results["execution_accuracy"].dataset_split == "validation"
+    assert "| all | 61.2% [58.1%, 64.2%] | 43.3% [40.2%, 46.4%] | 0.0% |" in card.text
+    assert "| hard (n = 160) | 50.0% | 30.0% | |" in card.text
+    assert "lora_r: 16" in card.text and "14235" in card.text
+    assert 'PeftModel.from_pretrained(base, "me/qwen-spider")' in card.text
+
+
+def test_card_without_metrics_says_so(tmp_path, trained_dir):
+    staged = push.stage(trained_dir, tmp_path / "hub", None, "me/qwen-spider")
+    card = ModelCard.load(staged / "README.md")
+    assert card.data.eval_results is None
+    assert "Not evaluated yet" in card.text
+
+
+def test_no_token_means_no_upload(tmp_path, trained_dir, monkeypatch, capsys):
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    staged = push.stage(trained_dir, tmp_path / "hub", None, "me/qwen-spider")
+    assert push.publish(staged, "me/qwen-spider") is None
+    printed = capsys.readouterr().out
+    assert "Not uploading (no Hugging Face token)" in printed
+    assert "adapter_model.safetensors" in printed and "README.md" in printed
+
+
+def test_offline_means_no_upload_even_with_a_token(tmp_path, trained_dir, capsys):
+    staged = push.stage(trained_dir, tmp_path / "hub", None, "me/qwen-spider")
+    assert push.publish(staged, "me/qwen-spider", token="hf_not_a_real_token") is None  # HF_HUB_OFFLINE=1 in tests
+    assert "the Hub can't be reached" in capsys.readouterr().out
+
+
+def test_a_folder_without_an_adapter_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        push.stage(tmp_path, tmp_path / "hub", None, "me/x")

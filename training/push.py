@@ -1,0 +1,218 @@
+"""Publish a trained adapter to the Hugging Face Hub: adapter + model card in ONE commit.
+
+    python -m training.push --adapter runs/qwen2.5-coder-0.5b-cpu --repo you/qwen2.5-coder-0.5b-spider \\
+        [--metrics results/qwen2.5-coder-0.5b-spider/metrics.json] [--staging DIR]
+
+The card (huggingface_hub ``ModelCardData``) names the real Hub base model (from
+adapter_config.json), ``library_name: peft``, the dataset, the training recipe, and the
+evaluation as ``model-index`` read from an evaluation ``metrics.json`` (rates as fractions:
+``n, ex, em, chatty_rate, ex_ci95, em_ci95, per_hardness{level: {n, ex, em}}, model, split``).
+Without a token or network the folder is only staged, and what would be uploaded is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+
+
+DATASET_ID = "xlangai/spider"
+CARD_FILES = [
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+    "recipe.yaml",
+    "train_results.json",
+    "eval_results.json",
+    "loss_curve.json",
+]
+HARDNESS = ("easy", "medium", "hard", "extra")
+
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A LoRA adapter for [{{ base_model }}](https://huggingface.co/{{ base_model }}) that writes SQLite
+queries from a database schema and a question, fine-tuned on [Spider](https://yale-lily.github.io/spider)
+(train_spider + train_others) by the text2sql toolkit. The prompt is the toolkit's
+`text2sql.prompt.build_messages` (system prompt; `CREATE TABLE` schema with example values;
+the question last); the completion is the bare SQL.
+
+## Evaluation
+{% if evaluation %}
+Spider {{ evaluation.split }}, n = {{ evaluation.n }}, greedy decoding, execution accuracy (EX) and
+exact set match (EM), 95% confidence intervals in brackets.
+
+| | EX | EM | chatty |
+|---|---|---|---|
+| all | {{ evaluation.ex_text }} | {{ evaluation.em_text }} | {{ evaluation.chatty_text }} |
+{% for row in evaluation.levels %}| {{ row.level }} (n = {{ row.n }}) | {{ row.ex }} | {{ row.em }} | |
+{% endfor %}{% else %}
+Not evaluated yet: publish with `--metrics results/<run>/metrics.json` to add the results.
+{% endif %}
+## Training
+
+Training metrics: {{ train_metrics }}
+
+Recipe (`python -m training.train --config recipe.yaml`):
+
+```yaml
+{{ recipe }}```
+
+## Use
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("{{ base_model }}")
+model = PeftModel.from_pretrained(base, "{{ repo_id }}")
+tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}")
+```
+"""
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def with_interval(value: float | None, interval: list | None) -> str:
+    text = percent(value)
+    return text + (f" [{percent(interval[0])}, {percent(interval[1])}]" if interval else "")
+
+
+def eval_results(metrics: dict) -> list:
+    """model-index entries: overall EX and EM, then EX per hardness level."""
+    from huggingface_hub import EvalResult
+
+    common = dict(
+        task_type="text-generation",
+        task_name="Text-to-SQL",
+        dataset_type=DATASET_ID,
+        dataset_name=f"Spider ({metrics.get('split', 'dev')})",
+        dataset_split="validation" if metrics.get("split", "dev") == "dev" else metrics["split"],
+    )
+    results = [
+        EvalResult(**common, metric_type="execution_accuracy", metric_name="EX", metric_value=metrics["ex"]),
+        EvalResult(**common, metric_type="exact_match", metric_name="EM", metric_value=metrics["em"]),
+    ]
+    for level in HARDNESS:
+        if level in metrics.get("per_hardness", {}):
+            results.append(
+                EvalResult(
+                    **common,
+                    metric_type=f"execution_accuracy_{level}",
+                    metric_name=f"EX ({level})",
+                    metric_value=metrics["per_hardness"][level]["ex"],
+                )
+            )
+    return results
+
+
+def _evaluation_view(metrics: dict | None) -> dict | None:
+    if metrics is None:
+        return None
+    levels = [
+        {"level": level, "n": m.get("n"), "ex": percent(m.get("ex")), "em": percent(m.get("em"))}
+        for level, m in ((level, metrics.get("per_hardness", {}).get(level)) for level in HARDNESS)
+        if m
+    ]
+    return {
+        "split": metrics.get("split", "dev"),
+        "n": metrics.get("n"),
+        "ex_text": with_interval(metrics.get("ex"), metrics.get("ex_ci95")),
+        "em_text": with_interval(metrics.get("em"), metrics.get("em_ci95")),
+        "chatty_text": percent(metrics.get("chatty_rate")),
+        "levels": levels,
+    }
+
+
+def model_card(adapter_dir: Path, repo_id: str, metrics: dict | None = None):
+    from huggingface_hub import ModelCard, ModelCardData
+
+    base_model = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    recipe_file = adapter_dir / "recipe.yaml"
+    train_file = adapter_dir / "train_results.json"
+    data = ModelCardData(
+        base_model=base_model,
+        library_name="peft",
+        datasets=[DATASET_ID],
+        license="apache-2.0",
+        language=["en"],
+        pipeline_tag="text-generation",
+        tags=["text-to-sql", "sql", "spider", "lora", "peft", "trl"],
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results(metrics) if metrics else None,
+    )
+    return ModelCard.from_template(
+        data,
+        template_str=CARD_TEMPLATE,
+        model_name=repo_id.split("/")[-1],
+        base_model=base_model,
+        repo_id=repo_id,
+        evaluation=_evaluation_view(metrics),
+        recipe=recipe_file.read_text() if recipe_file.is_file() else "(recipe.yaml missing)\n",
+        train_metrics=json.dumps(json.loads(train_file.read_text())) if train_file.is_file() else "n/a",
+    )
+
+
+def stage(adapter_dir: str | Path, staging_dir: str | Path, metrics_file: str | Path | None, repo_id: str) -> Path:
+    """A folder holding exactly what goes to the Hub: the adapter's files and README.md."""
+    adapter_dir, staging_dir = Path(adapter_dir), Path(staging_dir)
+    for required in ("adapter_config.json", "adapter_model.safetensors"):
+        if not (adapter_dir / required).is_file():
+            raise FileNotFoundError(f"{adapter_dir} has no {required}: is it a trained adapter folder?")
+    if staging_dir.exists():
+        shutil.rmtree(staging_dir)
+    staging_dir.mkdir(parents=True)
+    for name in CARD_FILES:
+        if (adapter_dir / name).is_file():
+            shutil.copy2(adapter_dir / name, staging_dir / name)
+    metrics = json.loads(Path(metrics_file).read_text()) if metrics_file else None
+    model_card(adapter_dir, repo_id, metrics).save(staging_dir / "README.md")
+    return staging_dir
+
+
+def publish(staging_dir: str | Path, repo_id: str, token: str | None = None) -> str | None:
+    """Upload the staged folder in one commit; the commit URL, or None (printed what it would do)."""
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+
+    from text2sql.registry import hub_offline
+
+    files = sorted(p for p in Path(staging_dir).iterdir() if p.is_file())
+    token = token or get_token()
+    if token is None or hub_offline():
+        why = "no Hugging Face token" if token is None else "the Hub can't be reached"
+        print(f"Not uploading ({why}). Staged in {staging_dir}; one commit to {repo_id} would add:")
+        for path in files:
+            print(f"  {path.name:32s} {path.stat().st_size:>12,d} bytes")
+        return None
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", exist_ok=True)
+    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in files]
+    commit = api.create_commit(repo_id, operations=operations, commit_message="LoRA adapter and model card")
+    print(f"Uploaded {len(files)} files to {commit.commit_url}")
+    return commit.commit_url
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--adapter", required=True, help="output_dir of a training run")
+    parser.add_argument("--repo", required=True, help="Hub repo id, e.g. you/qwen2.5-coder-0.5b-spider")
+    parser.add_argument("--metrics", default=None, help="evaluation metrics.json for the card's results")
+    parser.add_argument("--staging", default=None, help="staging folder (default: <adapter>/hub)")
+    options = parser.parse_args(argv)
+    staging = stage(options.adapter, options.staging or Path(options.adapter) / "hub", options.metrics, options.repo)
+    publish(staging, options.repo)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 
 from text2sql.sandbox import QueryResult
-from text2sql.settings import get_settings
 
 
 def cell(value):
@@ -47,7 +46,7 @@ def result_summary(result: QueryResult, has_data: bool) -> str:
     count = len(result.rows)
     text = f"✅ {count} row{'' if count == 1 else 's'} in {result.elapsed_ms:.1f} ms"
     if result.truncated:
-        text += f" — truncated: only the first {get_settings().max_rows:,} rows are shown"
+        text += f" — truncated: only the first {count:,} rows are shown"
     return text
 
 

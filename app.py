@@ -22,6 +22,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+import gradio_client.utils as client_utils
+from gradio.utils import NamedString
 
 from text2sql.registry import default_registry
 from text2sql.settings import get_settings
@@ -70,6 +72,19 @@ APIS = """## Use it from code
 """
 
 
+class UploadedFile(gr.File):
+    """``gr.File`` for the uploaded database's path. Gradio 6.31's ``File.preprocess`` leaves an
+    empty ``NamedTemporaryFile(delete=False)`` in its cache on every event that reads the upload,
+    never deleted, not even at shutdown; this one only checks the type and passes the path on."""
+
+    is_template = True  # Gradio's own way to subclass a component: the browser still draws a File
+
+    def _process_single_file(self, f):
+        if self.file_types and not client_utils.is_valid_file(f.path, self.file_types):
+            raise gr.Error(f"Upload a file ending in {', '.join(self.file_types)}.", print_exception=False)
+        return NamedString(f.path)
+
+
 PRIVATE = {"api_visibility": "private"}
 """For the UI's own events: programs use the four client endpoints (webapp/api.py) instead."""
 
@@ -83,7 +98,7 @@ def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
             gr.Markdown("### 1. Database")
             ui.kind = gr.Radio(SOURCES, value=EXAMPLE, show_label=False, elem_id="source-kind")
             ui.example = gr.Dropdown(examples.choices(), value=examples.names()[0], label="Example database")
-            ui.upload = gr.File(file_types=UPLOAD_TYPES, type="filepath", visible=False, elem_id="upload",
+            ui.upload = UploadedFile(file_types=UPLOAD_TYPES, type="filepath", visible=False, elem_id="upload",
                                 label=f"SQLite file (.sqlite, .db, .sqlite3; up to {settings.max_upload_bytes // 2**20} MB)")
             ui.schema_text = gr.Textbox(lines=8, visible=False, label="Schema", elem_id="schema-text",
                                         placeholder="CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);"
@@ -243,8 +258,11 @@ def main() -> None:
 
     # Load the default model in the background, so the first question doesn't wait for it.
     threading.Thread(target=service.load, daemon=True, name="warm-up").start()
+    # Without a grace limit one open browser tab holds a SIGTERM off until SIGKILL, and the
+    # uploads' private copies are never deleted.
     uvicorn.run(app, host=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
-                port=int(os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860))
+                port=int(os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860),
+                timeout_graceful_shutdown=get_settings().shutdown_grace_s)
 
 
 if __name__ == "__main__":

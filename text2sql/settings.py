@@ -73,6 +73,9 @@ class Settings:
     """Generations running at once (they share the CPU; more only adds latency)."""
     max_request_bytes: int = 2_000_000
     """Largest HTTP request body other than a file upload (JSON is parsed in memory)."""
+    shutdown_grace_s: float = 3.0
+    """On SIGTERM, how long open connections (every browser tab keeps one) may delay the stop;
+    then the server closes them and deletes its files. Keep it under the platform's kill delay."""
 
     # Where converted model weights are cached.
     cache_dir: str = ""

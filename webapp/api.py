@@ -279,4 +279,8 @@ def create_app(demo: gr.Blocks, service: Service, on_shutdown: Sequence[Callable
         show_error=False, **mount_options,
     )
     app.add_middleware(BodyLimit, limit=get_settings().max_request_bytes)
+    # Gradio checks that a file named in a request was uploaded through it (not any path on this
+    # server) only once Blocks.launch() has run, which mount_gradio_app never calls: without
+    # this, {"path": "/etc/passwd"} is copied into the cache and opened.
+    demo.has_launched = True
     return app

@@ -36,7 +36,7 @@ from text2sql.registry import default_registry
 from text2sql.settings import get_settings
 from webapp.results import result_json
 from webapp.service import Busy, Service
-from webapp.sources import check_schema_text, open_request_source
+from webapp.sources import open_request_source
 
 
 GENERATION_EVENTS = "model"
@@ -246,9 +246,7 @@ def create_app(demo: gr.Blocks, service: Service, on_shutdown: Sequence[Callable
         if body.model and body.model not in default_registry().names():
             return _error(400, f"Unknown model {body.model!r}. Available: {', '.join(default_registry().names())}.")
         try:
-            check_schema_text(body.schema_text)
-            database = Database.from_text(body.schema_text)
-            generation = service.generate(database.schema, body.question, body.model)
+            generation = service.generate_for_text(body.schema_text, body.question, body.model)
         except (Busy, ModelUnavailableError) as error:
             return _error(503, str(error))
         except (Text2SQLError, ValueError) as error:

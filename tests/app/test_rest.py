@@ -84,6 +84,30 @@ def test_a_body_over_the_limit_is_a_413_before_it_is_parsed(client, monkeypatch)
     assert gradio_call.status_code == 413
 
 
+def test_a_schema_is_parsed_only_once_admitted(client, app_parts, fake_models, monkeypatch):
+    """Parsing 200,000 characters of DDL costs seconds of CPU: when the queue is full, REST says
+    503 without parsing anything."""
+    from text2sql import pipeline
+
+    parsed = []
+    monkeypatch.setattr(pipeline, "parse_schema_text", lambda text: parsed.append(text))
+    _, _, service = app_parts
+    saved = service.limit
+    service.limit = type(saved)(running=1, waiting=0)
+    try:
+        with service.limit.slot():
+            response = client.post("/generate_sql", json=ORIGINAL_EXAMPLE)
+    finally:
+        service.limit = saved
+    assert response.status_code == 503 and parsed == []
+
+
+def test_nested_schema_text_is_a_400(client):
+    nested = "CREATE TABLE t (a INTEGER CHECK (" + "(" * 5000 + "a" + ")" * 5000 + "));"
+    response = client.post("/generate_sql", json={**ORIGINAL_EXAMPLE, "schema": nested})
+    assert response.status_code == 400 and "nested too deeply" in response.json()["error"]
+
+
 def test_busy_is_a_503(client, app_parts, fake_models):
     _, _, service = app_parts
     saved = service.limit

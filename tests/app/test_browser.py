@@ -138,3 +138,7 @@ def test_model_output_and_errors_show_as_text_never_as_images_or_html(page, fake
     page.locator("#run").click()
     page.locator("#status").get_by_text("no such column").wait_for()
     assert page.locator("#note img, #status img, #evil").count() == 0
+    replace_sql(page, "SELECT '<img src=x id=evil2>' AS a, '![l](http://127.0.0.1:9/y.png)' AS b")
+    page.locator("#run").click()
+    page.locator("#result").get_by_role("gridcell", name="<img src=x id=evil2>").wait_for()  # values are text
+    assert page.locator("#result img, #evil2").count() == 0

@@ -16,6 +16,13 @@ from text2sql.errors import DatabaseFileError
 from text2sql.pipeline import Database, ask
 
 
+
+@pytest.fixture(autouse=True)
+def short_introspection(monkeypatch):
+    """slow_generated_column.sqlite is refused when checking it overruns: sooner than 10 s + 2 s here."""
+    monkeypatch.setenv("TEXT2SQL_INTROSPECTION_TIMEOUT_S", "4")
+    monkeypatch.setenv("TEXT2SQL_QUERY_KILL_AFTER_S", "1")
+
 def _snapshot(folder):
     return {name: sha256_of(folder / name) for name in os.listdir(folder)}
 

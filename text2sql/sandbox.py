@@ -285,16 +285,40 @@ def check_database_file(path: str | os.PathLike, settings: Settings | None = Non
         raise DatabaseFileError("This is not a SQLite database (the file does not start with 'SQLite format 3').")
     if len(header) < 100:
         raise DatabaseFileError("The file is truncated: it is shorter than the SQLite header.")
-    sandbox = Sandbox.from_file(path, immutable=True, settings=settings)
+    source = Sandbox.from_file(path, immutable=True, settings=settings).source
+    report = _integrity_check_isolated(source, settings)
+    if report.get("error"):
+        raise DatabaseFileError(report["error"])
+    if report["problems"] != ["ok"]:
+        raise DatabaseFileError("The database is damaged (PRAGMA quick_check: " + "; ".join(report["problems"][:3]) + ").")
+
+
+def integrity_check(source: Source, settings: Settings) -> dict:
+    """``{"problems": PRAGMA quick_check's lines, "error": why SQLite can't read it, or None}``."""
     try:
-        with closing(sandbox.source.connect()) as conn:
+        with closing(source.connect()) as conn:
             _harden_pragmas(conn, settings)
             _set_deadline(conn, settings.introspection_timeout_s)
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            return {"problems": [row[0] for row in conn.execute("PRAGMA quick_check")], "error": None}
     except sqlite3.Error as error:
-        raise DatabaseFileError(f"SQLite can't read this file: {error}.") from None
-    if problems != ["ok"]:
-        raise DatabaseFileError("The database is damaged (PRAGMA quick_check: " + "; ".join(problems[:3]) + ").")
+        return {"problems": [], "error": f"SQLite can't read this file: {error}."}
+
+
+def _integrity_check_isolated(source: Source, settings: Settings) -> dict:
+    """``integrity_check`` in a query worker: quick_check evaluates the file's CHECK constraints
+    and generated columns, attacker-written expressions that can run for minutes in one C call
+    (a crafted 8 KB file took 21 s under the 10 s limit)."""
+    if settings.query_workers <= 0:
+        return integrity_check(source, settings)
+    from text2sql.workers import WorkerFailed, WorkerOverran, call
+
+    try:
+        return call("integrity_check", {"source": source, "settings": settings},
+                    wait_s=settings.introspection_timeout_s + settings.query_kill_after_s)
+    except WorkerOverran:
+        return {"error": f"Checking the file took longer than the {settings.introspection_timeout_s:g} s limit."}
+    except WorkerFailed as failure:
+        return {"error": f"Checking the file stopped: its worker process {failure}."}
 
 
 def private_copy(path: str | os.PathLike, directory: str | os.PathLike) -> Path:

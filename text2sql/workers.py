@@ -35,7 +35,7 @@ import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from text2sql.sandbox import QueryResult, execute
+from text2sql.sandbox import QueryResult, execute, integrity_check
 from text2sql.settings import get_settings
 
 
@@ -152,7 +152,7 @@ def run_in_worker(request: dict) -> QueryResult:
     settings = request["settings"]
     wait_s = request["timeout_s"] + settings.query_kill_after_s
     try:
-        reply = pool().call(request, wait_s, max_reply_bytes=2 * settings.max_result_bytes + 2**20)
+        reply = call("execute", request, wait_s, max_reply_bytes=2 * settings.max_result_bytes + 2**20)
     except WorkerOverran:
         error = f"Stopped: the query ran longer than the {request['timeout_s']:g} s limit."
         return QueryResult(columns=[], rows=[], elapsed_ms=wait_s * 1000, error=error)
@@ -161,24 +161,31 @@ def run_in_worker(request: dict) -> QueryResult:
     return QueryResult(**reply)
 
 
+def call(job: str, kwargs: dict, wait_s: float, max_reply_bytes: int = 2**20) -> dict:
+    """Run one of ``JOBS`` in a worker, killing it after ``wait_s``; raises ``WorkerOverran`` or
+    ``WorkerFailed`` when no answer comes."""
+    return pool().call({"job": job, "kwargs": kwargs, "wait_s": wait_s}, wait_s, max_reply_bytes)
+
+
 # ---------------------------------------------------------------------------
 # The child: python -m text2sql.workers FD
 
+JOBS = {"execute": lambda **kwargs: dataclasses.asdict(execute(**kwargs)), "integrity_check": integrity_check}
+"""What a worker may be asked to run; each returns a dict of plain values."""
+
 
 def _answer(request: dict) -> bytes:
-    settings = request["settings"]
+    settings = request["kwargs"]["settings"]
     # Only the soft limit: each request may carry its own (tests lower it).
     resource.setrlimit(resource.RLIMIT_AS, (settings.query_memory_bytes, resource.RLIM_INFINITY))
     # SIGALRM's default action ends the process: the last resort if the parent is gone.
-    signal.setitimer(signal.ITIMER_REAL, request["timeout_s"] + 2 * settings.query_kill_after_s + 1)
+    signal.setitimer(signal.ITIMER_REAL, request["wait_s"] + settings.query_kill_after_s + 1)
     try:
-        result = execute(**request)
-        try:
-            return pickle.dumps(dataclasses.asdict(result))
-        except MemoryError:
-            limit = f"{settings.query_memory_bytes // 2**20:,} MB"
-            stopped = QueryResult(columns=[], rows=[], error=f"Stopped: the result needed more than the {limit} memory limit.")
-            return pickle.dumps(dataclasses.asdict(stopped))
+        return pickle.dumps(JOBS[request["job"]](**request["kwargs"]))
+    except MemoryError:
+        limit = f"{settings.query_memory_bytes // 2**20:,} MB"
+        error = f"Stopped: the result needed more than the {limit} memory limit."
+        return pickle.dumps({"columns": [], "rows": [], "error": error})
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
 

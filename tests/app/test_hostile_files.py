@@ -32,6 +32,13 @@ def reason(name: str) -> str:
     return CORPUS[name][2] or "can't read this file|damaged"
 
 
+
+@pytest.fixture(autouse=True)
+def short_introspection(monkeypatch):
+    """slow_generated_column.sqlite is refused when checking it overruns: sooner than 10 s + 2 s here."""
+    monkeypatch.setenv("TEXT2SQL_INTROSPECTION_TIMEOUT_S", "4")
+    monkeypatch.setenv("TEXT2SQL_QUERY_KILL_AFTER_S", "1")
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Each hostile file alone in its own folder, as a user would have it."""

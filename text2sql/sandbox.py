@@ -1,6 +1,6 @@
 """The only way SQL written by a user or a model gets run: a locked-down SQLite connection.
 
-Layers (each stops something the others don't; see SECURITY notes in README):
+Layers (each stops something the others don't; the threat model is in SECURITY.md):
 
 * the file is opened read-only (URI ``mode=ro``; ``immutable=1`` on a private copy of an
   upload), with ``PRAGMA query_only=1``, ``trusted_schema=OFF`` (views and triggers in an
@@ -14,7 +14,8 @@ Layers (each stops something the others don't; see SECURITY notes in README):
 * ``temp_store=MEMORY``: a big sort would otherwise spill into files under /var/tmp;
 * at most ``max_rows`` rows and ``max_result_bytes`` of values fetched, with a ``truncated`` flag;
 * each query runs in a worker process (``text2sql.workers``) with a memory limit, killed when it
-  overruns: the progress handler can't stop one long C call.
+  overruns: the progress handler can't stop one long C call. So does ``PRAGMA quick_check`` of
+  an uploaded file (``check_database_file``), which computes the file's generated columns.
 
     from text2sql.sandbox import Sandbox
     result = Sandbox.from_file("db.sqlite").run("SELECT count(*) FROM singer")
@@ -134,6 +135,11 @@ class Source:
         return conn
 
 
+def use_workers(settings: Settings) -> bool:
+    """Worker processes need POSIX (socket fds passed to a child, setitimer): not on Windows."""
+    return settings.query_workers > 0 and os.name == "posix"
+
+
 def _connect_untrusted(source: Source, timeout_s: float, settings: Settings) -> sqlite3.Connection:
     conn = source.connect()
     _harden_pragmas(conn, settings)
@@ -212,7 +218,7 @@ class Sandbox:
     def _execute(self, sql: str, *, explain: bool, max_rows: int, timeout_s: float) -> QueryResult:
         request = {"source": self.source, "sql": sql, "explain": explain, "max_rows": max_rows,
                    "timeout_s": timeout_s, "settings": self.settings}
-        if self.settings.query_workers <= 0:
+        if not use_workers(self.settings):
             return execute(**request)
         from text2sql.workers import run_in_worker  # imports this module: not at the top
 
@@ -308,7 +314,7 @@ def _integrity_check_isolated(source: Source, settings: Settings) -> dict:
     """``integrity_check`` in a query worker: quick_check evaluates the file's CHECK constraints
     and generated columns, attacker-written expressions that can run for minutes in one C call
     (a crafted 8 KB file took 21 s under the 10 s limit)."""
-    if settings.query_workers <= 0:
+    if not use_workers(settings):
         return integrity_check(source, settings)
     from text2sql.workers import WorkerFailed, WorkerOverran, call
 

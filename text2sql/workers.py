@@ -21,6 +21,7 @@ child processes (``python -m text2sql.workers``, at most ``query_workers`` at on
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import functools
 import io
@@ -176,8 +177,9 @@ JOBS = {"execute": lambda **kwargs: dataclasses.asdict(execute(**kwargs)), "inte
 
 def _answer(request: dict) -> bytes:
     settings = request["kwargs"]["settings"]
-    # Only the soft limit: each request may carry its own (tests lower it).
-    resource.setrlimit(resource.RLIMIT_AS, (settings.query_memory_bytes, resource.RLIM_INFINITY))
+    # Only the soft limit: each request may carry its own (tests lower it). macOS refuses RLIMIT_AS.
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, (settings.query_memory_bytes, resource.RLIM_INFINITY))
     # SIGALRM's default action ends the process: the last resort if the parent is gone.
     signal.setitimer(signal.ITIMER_REAL, request["wait_s"] + settings.query_kill_after_s + 1)
     try:

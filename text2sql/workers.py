@@ -1,9 +1,9 @@
 """The hard backstop behind the sandbox: untrusted SQL runs in worker processes that can be killed.
 
 SQLite's progress handler (the sandbox's time limit) runs between VM instructions only, so one
-long C call outlives it: ``instr()`` or ``replace()`` on multi-megabyte strings ran for 42 s
-under a 1 s limit. And one query can build rows far larger than memory (40 rows of 9 MB blobs
-took 466 MB in 0.4 s). So ``Sandbox.run`` and ``Sandbox.explain`` hand each query to a pool of
+long C call outlives it: ``instr()`` on multi-megabyte strings ran for half a minute under a
+1 s limit. And one query can build rows far larger than memory: one row of 100 blobs of 9 MB
+took 1.7 GB in 1.5 s (``python -m benchmarks.attack_costs``). So ``Sandbox.run`` and ``Sandbox.explain`` hand each query to a pool of
 child processes (``python -m text2sql.workers``, at most ``query_workers`` at once):
 
 * a child's address space is capped at ``query_memory_bytes`` (RLIMIT_AS), so a memory bomb

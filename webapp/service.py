@@ -97,7 +97,7 @@ class Service:
 
     def generate_for_text(self, text: str, question: str, model: str | None = None) -> Generation:
         """``generate`` for pasted schema text (REST), parsed inside the limit too: parsing
-        200,000 characters of DDL takes about 3 s of CPU, and REST has no other queue."""
+        200,000 characters of DDL takes seconds of CPU, and REST has no other queue."""
         check_question(question)
         check_schema_text(text)
         with self.limit.slot():

@@ -1,6 +1,7 @@
-"""What each hard-won defence is worth: the same attack with the defence switched off by its
-setting, and with the defaults. Each attack runs in a fresh Python process, so its time and peak
-memory are its own (big_body's: the server's, in its outcome). The figures quoted in SECURITY.md and in the code's comments come from here.
+"""What each defence is worth: the same attack with the defence switched off by its setting,
+and with the defaults. Each attack runs in a fresh Python process, so its time and peak memory
+are its own (big_body's: the server's, in its outcome). The figures quoted in SECURITY.md and
+in the code's comments come from here.
 
     python -m benchmarks.attack_costs             # about 2 minutes; nice it on a shared machine
     python -m benchmarks.attack_costs --only long_c_call

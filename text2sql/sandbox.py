@@ -311,9 +311,9 @@ def integrity_check(source: Source, settings: Settings) -> dict:
 
 
 def _integrity_check_isolated(source: Source, settings: Settings) -> dict:
-    """``integrity_check`` in a query worker: quick_check evaluates the file's CHECK constraints
-    and generated columns, attacker-written expressions that can run for minutes in one C call
-    (benchmarks/attack_costs.py: a crafted 8 KB file, past the 10 s limit)."""
+    """``integrity_check`` in a query worker: quick_check computes the file's generated columns,
+    attacker-written expressions that can run for minutes in one C call, out of the progress
+    handler's reach (benchmarks/attack_costs.py: a crafted 8 KB file, past the 10 s limit)."""
     if not use_workers(settings):
         return integrity_check(source, settings)
     from text2sql.workers import WorkerFailed, WorkerOverran, call

@@ -51,7 +51,7 @@ FILE_SURFACES = {
 OTHER_CHECKS = {
     "tests/app/test_isolation.py": "isolation: two users at once, session end, shutdown",
     "tests/test_workers.py": "hard backstop: killed workers, memory limit, result cap",
-    "tests/test_fuzz.py": "hypothesis fuzzing (3 properties x 300 inputs)",
+    "tests/test_fuzz.py": "fuzzing: 3 hypothesis properties x 300 inputs, deep nesting",
     "tests/app/test_rest.py": "REST contract and limits (body size, queue)",
 }
 
@@ -117,7 +117,7 @@ def main() -> int:
     settings = get_settings()
     print(f"\n# text2sql security report (SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]})\n")
     failures = sql_table(outcomes.results) + file_table(outcomes.results) + other_table(outcomes.results)
-    limits = {k: v for k, v in asdict(settings).items() if re.match(r"(max_|query_|queue|generation_|upload_|shutdown)", k)}
+    limits = {k: v for k, v in asdict(settings).items() if re.match(r"(max_|query_|queue|generation_|upload_|shutdown|introspection)", k)}
     print("\nLimits in effect: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
     print(f"\n{'All checks passed.' if not failures and status == 0 else f'{failures} checks failed (pytest exit {status}).'}")
     return 0 if not failures and status == 0 else 1

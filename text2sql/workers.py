@@ -3,8 +3,9 @@
 SQLite's progress handler (the sandbox's time limit) runs between VM instructions only, so one
 long C call outlives it: ``instr()`` on multi-megabyte strings ran for half a minute under a
 1 s limit. And one query can build rows far larger than memory: one row of 100 blobs of 9 MB
-took 1.7 GB in a few seconds (``python -m benchmarks.attack_costs``). So ``Sandbox.run`` and ``Sandbox.explain`` hand each query to a pool of
-child processes (``python -m text2sql.workers``, at most ``query_workers`` at once):
+took 1.7 GB in a few seconds (``python -m benchmarks.attack_costs``). So ``Sandbox.run``,
+``Sandbox.explain`` and the uploads' ``quick_check`` hand their work to a pool of child
+processes (``python -m text2sql.workers``, at most ``query_workers`` at once):
 
 * a child's address space is capped at ``query_memory_bytes`` (RLIMIT_AS), so a memory bomb
   fails inside the child with "out of memory" instead of taking the server down;

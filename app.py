@@ -22,6 +22,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+import gradio_client.utils as client_utils
+from gradio.utils import NamedString
 
 from text2sql.registry import default_registry
 from text2sql.settings import get_settings
@@ -37,9 +39,6 @@ CSS = """
 .gradio-container { max-width: 1280px !important; margin: auto; }
 #title h1 { margin-bottom: 0; }
 """
-# Events that only read schemas or run SQL (bounded by the sandbox's time limit) may overlap.
-SANDBOX_CONCURRENCY = 4
-
 INTRO = """# text2sql
 Ask a SQLite database a question in plain English. A small code model writes the SQL, a
 read-only sandbox runs it. Runs on a CPU, offline."""
@@ -73,6 +72,19 @@ APIS = """## Use it from code
 """
 
 
+class UploadedFile(gr.File):
+    """``gr.File`` for the uploaded database's path. Gradio 6.31's ``File.preprocess`` leaves an
+    empty ``NamedTemporaryFile(delete=False)`` in its cache on every event that reads the upload,
+    never deleted, not even at shutdown; this one only checks the type and passes the path on."""
+
+    is_template = True  # Gradio's own way to subclass a component: the browser still draws a File
+
+    def _process_single_file(self, f):
+        if self.file_types and not client_utils.is_valid_file(f.path, self.file_types):
+            raise gr.Error(f"Upload a file ending in {', '.join(self.file_types)}.", print_exception=False)
+        return NamedString(f.path)
+
+
 PRIVATE = {"api_visibility": "private"}
 """For the UI's own events: programs use the four client endpoints (webapp/api.py) instead."""
 
@@ -86,7 +98,7 @@ def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
             gr.Markdown("### 1. Database")
             ui.kind = gr.Radio(SOURCES, value=EXAMPLE, show_label=False, elem_id="source-kind")
             ui.example = gr.Dropdown(examples.choices(), value=examples.names()[0], label="Example database")
-            ui.upload = gr.File(file_types=UPLOAD_TYPES, type="filepath", visible=False, elem_id="upload",
+            ui.upload = UploadedFile(file_types=UPLOAD_TYPES, type="filepath", visible=False, elem_id="upload",
                                 label=f"SQLite file (.sqlite, .db, .sqlite3; up to {settings.max_upload_bytes // 2**20} MB)")
             ui.schema_text = gr.Textbox(lines=8, visible=False, label="Schema", elem_id="schema-text",
                                         placeholder="CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);"
@@ -177,7 +189,7 @@ def wire_ask(demo: gr.Blocks, ui: SimpleNamespace, handlers: Handlers, workspace
     # A clicked example fills in the database and the question; make the example the source, then ask.
     generate_then_run(ui.examples.load_input_event.then(lambda: EXAMPLE, None, ui.kind, **PRIVATE).then)
     ui.run.click(handlers.run, [*ui.source, ui.sql, workspace], [workspace, ui.table, ui.status, ui.csv],
-                 show_progress_on=[ui.status], concurrency_limit=SANDBOX_CONCURRENCY, **PRIVATE)
+                 show_progress_on=[ui.status], **PRIVATE)
 
 
 def wire_compare(demo: gr.Blocks, ui: SimpleNamespace, ask: SimpleNamespace, handlers: Handlers,
@@ -194,7 +206,8 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
     """The whole UI, the client API endpoints and the queue (sized from the settings)."""
     settings = get_settings()
     generation_events = {"concurrency_id": GENERATION_EVENTS, "concurrency_limit": settings.generation_concurrency}
-    with gr.Blocks(title="text2sql: ask a SQLite database in plain English", delete_cache=(3600, 3600)) as demo:
+    retention = settings.upload_retention_s
+    with gr.Blocks(title="text2sql: ask a SQLite database in plain English", delete_cache=(retention, retention)) as demo:
         # First, so the four endpoints get their names (a private UI event would take "/compare").
         register_client_api(client_api, settings.generation_concurrency)
         workspace = gr.State(None, delete_callback=Workspace.close_if_any)
@@ -214,7 +227,8 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
         wire_ask(demo, ask, handlers, workspace, generation_events)
         wire_compare(demo, compare, ask, handlers, workspace, generation_events)
         about.select(handlers.loaded_models_markdown, None, loaded, **PRIVATE)
-    demo.queue(max_size=settings.queue_size, default_concurrency_limit=SANDBOX_CONCURRENCY)
+    # Events that only read schemas or run SQL may overlap, as many as there are query workers.
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=max(1, settings.query_workers))
     return demo
 
 
@@ -238,10 +252,18 @@ def create(results_dir: Path = RESULTS_DIR, work_dir: Path | None = None):
 demo, app, service = create()
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Serve the app with uvicorn (benchmarks/serve.py calls this too, after registering a fake model)."""
     import uvicorn
 
     # Load the default model in the background, so the first question doesn't wait for it.
     threading.Thread(target=service.load, daemon=True, name="warm-up").start()
+    # Without a grace limit one open browser tab holds a SIGTERM off until SIGKILL, and the
+    # uploads' private copies are never deleted.
     uvicorn.run(app, host=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
-                port=int(os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860))
+                port=int(os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860),
+                timeout_graceful_shutdown=get_settings().shutdown_grace_s)
+
+
+if __name__ == "__main__":
+    main()

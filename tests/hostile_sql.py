@@ -1,11 +1,20 @@
 """Hostile SQL: statements a user or a model might send that must be refused or stopped.
 
 Used by the sandbox tests and by every surface that runs SQL (CLI, app handlers, client
-API, REST), so all of them are held to the same list.
+API, REST), so all of them are held to the same list. ``benchmarks/security_report.py`` counts
+how many each surface stopped.
 """
 
 RUNAWAY_CTE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
 BIG_CTE = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000) "
+# One C call that runs for minutes: the progress handler never gets a turn, the worker is killed.
+LONG_C_CALLS = [
+    "SELECT instr(hex(zeroblob(2000000)), hex(zeroblob(500000)) || '1')",
+    "SELECT length(replace(hex(zeroblob(2000000)), hex(zeroblob(500000)) || '1', 'x'))",
+    "SELECT hex(zeroblob(2000000)) LIKE '%' || hex(zeroblob(499)) || '1'",
+]
+# One row of 100 blobs of 9 MB: more than the worker's memory limit.
+HUGE_ROW = "SELECT " + ", ".join(["zeroblob(9000000)"] * 100)
 
 HOSTILE = [
     "DELETE FROM person",
@@ -46,4 +55,10 @@ HOSTILE = [
     "SELECT randomblob(2000000000)",
     "SELECT printf('%.*c', 2000000000, 'x')",
     "SELECT group_concat(hex(randomblob(1000))) FROM (" + BIG_CTE + "SELECT x FROM n)",
+    "/**/ DELETE FROM person",
+    "EXPLAIN DELETE FROM person",
+    "PRAGMA temp_store = FILE",
+    "SELECT * FROM pragma_table_info('person')",
+    *LONG_C_CALLS,
+    HUGE_ROW,
 ]

@@ -4,11 +4,16 @@
 """
 
 import json
+import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 from tests.conftest import sha256_of
-from text2sql.cli import main
+from tests.hostile_sql import HOSTILE
+from text2sql.cli import EXIT_QUERY, main
 
 
 def test_run_sql_prints_the_table(awkward_db, capsys):
@@ -22,6 +27,18 @@ def test_run_sql_refuses_writes_with_exit_2_and_a_reason(awkward_db, capsys):
     assert main(["run-sql", "--db", str(awkward_db), "DELETE FROM person"]) == 2
     assert "Refused" in capsys.readouterr().err
     assert sha256_of(awkward_db) == before
+
+
+@pytest.mark.parametrize("sql", HOSTILE)
+def test_run_sql_refuses_or_stops_every_hostile_statement(awkward_db, capsys, monkeypatch, sql):
+    monkeypatch.setenv("TEXT2SQL_QUERY_TIMEOUT_S", "1")
+    monkeypatch.setenv("TEXT2SQL_QUERY_KILL_AFTER_S", "1")
+    before = sha256_of(awkward_db), sorted(os.listdir(awkward_db.parent))
+    started = time.monotonic()
+    assert main(["run-sql", "--db", str(awkward_db), sql]) == EXIT_QUERY
+    assert time.monotonic() - started < 3
+    assert capsys.readouterr().err.startswith(("error: Refused", "error: Stopped", "error: SQLite error"))
+    assert (sha256_of(awkward_db), sorted(os.listdir(awkward_db.parent))) == before
 
 
 def test_run_sql_json(awkward_db, capsys):

@@ -73,3 +73,14 @@ def test_sandbox_answers_every_input_and_never_changes_the_database(tmp_path_fac
     assert isinstance(result, QueryResult)
     assert result.error is None or result.error.startswith(("Refused", "Stopped", "SQLite error", "There is no SQL"))
     assert sha256_of(path) == before
+
+
+def test_deeply_nested_schema_text_is_a_schema_error_not_a_crash():
+    """sqlglot's parser recurses once per parenthesis: 5000 of them raised RecursionError."""
+    nested = "CREATE TABLE t (a INTEGER CHECK (" + "(" * 5000 + "a" + ")" * 5000 + "));"
+    try:
+        parse_schema_text(nested)
+    except SchemaError as error:
+        assert "nested too deeply" in str(error)
+    else:
+        raise AssertionError("accepted")

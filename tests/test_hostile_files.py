@@ -1,5 +1,6 @@
 """Hostile and broken database files: each is refused with a reason or handled safely, the
-process stays healthy, and nothing is written anywhere.
+process stays healthy, and nothing is written anywhere. Here the core (``Database.from_file``)
+and the CLI's ``--db``; the app's upload surfaces are in tests/app/test_hostile_files.py.
 
     python -m pytest tests/test_hostile_files.py -v
 """
@@ -10,9 +11,17 @@ import pytest
 
 from tests.conftest import sha256_of
 from tests.hostile_files import CORPUS, INJECTION_TABLE, INJECTION_VALUE, build
+from text2sql.cli import EXIT_INPUT, EXIT_OK, main
 from text2sql.errors import DatabaseFileError
 from text2sql.pipeline import Database, ask
 
+
+
+@pytest.fixture(autouse=True)
+def short_introspection(monkeypatch):
+    """slow_generated_column.sqlite is refused when checking it overruns: sooner than 10 s + 2 s here."""
+    monkeypatch.setenv("TEXT2SQL_INTROSPECTION_TIMEOUT_S", "4")
+    monkeypatch.setenv("TEXT2SQL_QUERY_KILL_AFTER_S", "1")
 
 def _snapshot(folder):
     return {name: sha256_of(folder / name) for name in os.listdir(folder)}
@@ -28,6 +37,7 @@ def test_broken_files_are_refused_with_a_reason(tmp_path, name):
     assert CORPUS[name][2] in str(caught.value)
     assert len(str(caught.value)) > 20  # a sentence, not a code
     assert _snapshot(path.parent) == before
+    assert not private.exists() or os.listdir(private) == []  # no private copy left behind
 
 
 @pytest.mark.parametrize("name", [n for n, (_, outcome, _) in CORPUS.items() if outcome == "handled"])
@@ -38,6 +48,19 @@ def test_handled_files_change_nothing(tmp_path, name):
     assert database.schema.tables
     first = database.schema.tables[0].name.replace('"', '""')
     database.sandbox.run(f'SELECT * FROM "{first}" LIMIT 5')
+    assert _snapshot(path.parent) == before
+
+
+@pytest.mark.parametrize("name", CORPUS)
+def test_the_cli_refuses_or_reads_each_file_and_writes_nothing(tmp_path, capsys, name):
+    path = build(name, tmp_path / "upload")
+    before = _snapshot(path.parent)
+    status = main(["run-sql", "--db", str(path), "SELECT count(*) FROM sqlite_master"])
+    out, err = capsys.readouterr()
+    if CORPUS[name][1] == "refused":
+        assert status == EXIT_INPUT and err.startswith("error: ") and CORPUS[name][2] in err
+    else:
+        assert status == EXIT_OK and "1 row" in out, err
     assert _snapshot(path.parent) == before
 
 

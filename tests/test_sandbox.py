@@ -20,6 +20,7 @@ TIME_LIMIT_S = 1.0
 @pytest.fixture
 def short_limits(monkeypatch):
     monkeypatch.setenv("TEXT2SQL_QUERY_TIMEOUT_S", str(TIME_LIMIT_S))
+    monkeypatch.setenv("TEXT2SQL_QUERY_KILL_AFTER_S", "1")  # a worker stuck in one C call dies at 2 s
 
 
 def _listing(folder):

@@ -42,9 +42,18 @@ class Database:
         settings = settings or get_settings()
         check_database_file(path, settings)
         label = Path(path).name
-        if private_dir is not None:
-            path = private_copy(path, private_dir)
-        sandbox = Sandbox.from_file(path, immutable=private_dir is not None, settings=settings)
+        if private_dir is None:
+            return cls._open(Path(path), label, immutable=False, settings=settings)
+        copy = private_copy(path, private_dir)
+        try:
+            return cls._open(copy, label, immutable=True, settings=settings)
+        except BaseException:  # a refused upload leaves no copy behind
+            copy.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def _open(cls, path: Path, label: str, *, immutable: bool, settings: Settings) -> Database:
+        sandbox = Sandbox.from_file(path, immutable=immutable, settings=settings)
         schema = sandbox.read_schema()
         if not schema.tables:
             hint = " It is in WAL mode: its tables may still be in the -wal file; checkpoint it first." if is_wal_mode(path) else ""

@@ -1,6 +1,6 @@
 """The only way SQL written by a user or a model gets run: a locked-down SQLite connection.
 
-Layers (each stops something the others don't; see SECURITY notes in README):
+Layers (each stops something the others don't; the threat model is in SECURITY.md):
 
 * the file is opened read-only (URI ``mode=ro``; ``immutable=1`` on a private copy of an
   upload), with ``PRAGMA query_only=1``, ``trusted_schema=OFF`` (views and triggers in an
@@ -11,7 +11,11 @@ Layers (each stops something the others don't; see SECURITY notes in README):
 * one statement per call (sqlite3's ``execute`` refuses more; ``executescript`` is never used);
 * a progress handler that interrupts any query after ``query_timeout_s``;
 * ``SQLITE_LIMIT_LENGTH`` so string functions can't build gigabyte values;
-* at most ``max_rows`` rows fetched (``fetchmany``) with a ``truncated`` flag.
+* ``temp_store=MEMORY``: a big sort would otherwise spill into files under /var/tmp;
+* at most ``max_rows`` rows and ``max_result_bytes`` of values fetched, with a ``truncated`` flag;
+* each query runs in a worker process (``text2sql.workers``) with a memory limit, killed when it
+  overruns: the progress handler can't stop one long C call. So does ``PRAGMA quick_check`` of
+  an uploaded file (``check_database_file``), which computes the file's generated columns.
 
     from text2sql.sandbox import Sandbox
     result = Sandbox.from_file("db.sqlite").run("SELECT count(*) FROM singer")
@@ -26,14 +30,17 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from text2sql.errors import DatabaseFileError
-from text2sql.schema import Schema, read_schema
 from text2sql.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # text2sql.schema imports sqlite-utils and pandas: too slow for a query worker
+    from text2sql.schema import Schema
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -74,11 +81,11 @@ def _harden_pragmas(conn: sqlite3.Connection, settings: Settings) -> None:
     conn.execute("PRAGMA trusted_schema = OFF")
     conn.execute("PRAGMA cell_size_check = ON")
     conn.execute("PRAGMA mmap_size = 0")
+    conn.execute("PRAGMA temp_store = MEMORY")
     conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
     conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, settings.max_value_bytes)
     conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, settings.max_sql_chars)
-    # LIKE/GLOB matching backtracks inside one C call; long patterns could stall it.
-    conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 1000)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, settings.max_like_pattern_chars)
 
 
 def _set_deadline(conn: sqlite3.Connection, seconds: float) -> None:
@@ -96,6 +103,8 @@ def _explain_error(error: Exception, settings: Settings) -> str:
         return f"Stopped: the query ran longer than the {settings.query_timeout_s:g} s limit."
     if "too big" in lowered:
         return f"Stopped: the query built a value larger than the {settings.max_value_bytes:,}-byte limit."
+    if isinstance(error, MemoryError) or "out of memory" in lowered:
+        return f"Stopped: the query needed more than the {settings.query_memory_bytes // 2**20:,} MB memory limit."
     if "one statement at a time" in lowered:
         return "Refused: only one SQL statement can run at a time."
     if "sql too long" in lowered or "too long" in lowered:
@@ -110,12 +119,73 @@ def _strip_sql(sql: str) -> str:
     return sql
 
 
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where a sandbox's database lives, in a form a worker process can receive (pickled):
+    a SQLite URI, or the serialized image of an in-memory database."""
+
+    uri: str = ""
+    image: bytes = b""
+
+    def connect(self) -> sqlite3.Connection:
+        if self.uri:
+            return sqlite3.connect(self.uri, uri=True, check_same_thread=False)
+        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        conn.deserialize(self.image)
+        return conn
+
+
+def use_workers(settings: Settings) -> bool:
+    """Worker processes need POSIX (socket fds passed to a child, setitimer): not on Windows."""
+    return settings.query_workers > 0 and os.name == "posix"
+
+
+def _connect_untrusted(source: Source, timeout_s: float, settings: Settings) -> sqlite3.Connection:
+    conn = source.connect()
+    _harden_pragmas(conn, settings)
+    conn.set_authorizer(_authorizer)
+    _set_deadline(conn, timeout_s)
+    return conn
+
+
+def _fetch(cursor: sqlite3.Cursor, max_rows: int, max_bytes: int) -> tuple[list[tuple], bool]:
+    """(rows, truncated): at most ``max_rows`` rows and ``max_bytes`` of values, one row at a time."""
+    rows, size = [], 0
+    for row in cursor:
+        size += sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
+        if len(rows) == max_rows or size > max_bytes:
+            return rows, True
+        rows.append(tuple(row))
+    return rows, False
+
+
+def execute(source: Source, sql: str, *, explain: bool, max_rows: int, timeout_s: float, settings: Settings) -> QueryResult:
+    """Run (or, with ``explain``, only compile) one untrusted statement on a fresh hardened
+    connection. Never raises for bad SQL: the error is in the result. ``Sandbox`` calls this
+    in a worker process (``text2sql.workers``), or in-process when ``query_workers`` is 0."""
+    started = time.perf_counter()
+    try:
+        with closing(_connect_untrusted(source, timeout_s, settings)) as conn:
+            if explain:
+                conn.execute("EXPLAIN " + sql).fetchall()
+                columns, rows, truncated = [], [], False
+            else:
+                cursor = conn.execute(sql)
+                columns = [d[0] for d in cursor.description or []]
+                rows, truncated = _fetch(cursor, max_rows, settings.max_result_bytes)
+    except (sqlite3.Error, sqlite3.Warning, OverflowError, MemoryError) as error:
+        elapsed = (time.perf_counter() - started) * 1000
+        return QueryResult(columns=[], rows=[], elapsed_ms=elapsed, error=_explain_error(error, settings))
+    elapsed = (time.perf_counter() - started) * 1000
+    return QueryResult(columns=columns, rows=rows, truncated=truncated, elapsed_ms=elapsed)
+
+
 class Sandbox:
-    """A database that untrusted SQL may read. Each call opens its own hardened connection,
+    """A database that untrusted SQL may read. Each query gets its own hardened connection,
     so one Sandbox can serve many threads."""
 
-    def __init__(self, open_connection: Callable[[], sqlite3.Connection], label: str, settings: Settings | None = None):
-        self._open_connection = open_connection
+    def __init__(self, source: Source, label: str, settings: Settings | None = None):
+        self.source = source
         self.label = label
         self.settings = settings or get_settings()
 
@@ -129,11 +199,7 @@ class Sandbox:
         # immutable=1 reads the main file alone and writes nothing.
         immutable = immutable or is_wal_mode(path)
         uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
-
-        def open_connection() -> sqlite3.Connection:
-            return sqlite3.connect(uri, uri=True, check_same_thread=False)
-
-        return cls(open_connection, label=path.name, settings=settings)
+        return cls(Source(uri=uri), label=path.name, settings=settings)
 
     @classmethod
     def from_ddl(cls, statements: Sequence[str], *, settings: Settings | None = None) -> Sandbox:
@@ -145,22 +211,18 @@ class Sandbox:
             builder.execute(statement)
         image = builder.serialize()
         builder.close()
-
-        def open_connection() -> sqlite3.Connection:
-            conn = sqlite3.connect(":memory:", check_same_thread=False)
-            conn.deserialize(image)
-            return conn
-
-        return cls(open_connection, label="pasted schema", settings=settings)
+        return cls(Source(image=image), label="pasted schema", settings=settings)
 
     # -- running untrusted SQL -------------------------------------------------
 
-    def _connect(self, timeout_s: float) -> sqlite3.Connection:
-        conn = self._open_connection()
-        _harden_pragmas(conn, self.settings)
-        conn.set_authorizer(_authorizer)
-        _set_deadline(conn, timeout_s)
-        return conn
+    def _execute(self, sql: str, *, explain: bool, max_rows: int, timeout_s: float) -> QueryResult:
+        request = {"source": self.source, "sql": sql, "explain": explain, "max_rows": max_rows,
+                   "timeout_s": timeout_s, "settings": self.settings}
+        if not use_workers(self.settings):
+            return execute(**request)
+        from text2sql.workers import run_in_worker  # imports this module: not at the top
+
+        return run_in_worker(request)
 
     def run(self, sql: str, *, max_rows: int | None = None, timeout_s: float | None = None) -> QueryResult:
         """Run one read-only statement; never raises for bad SQL (the error is in the result)."""
@@ -169,42 +231,24 @@ class Sandbox:
         sql = _strip_sql(sql)
         if not sql:
             return QueryResult(columns=[], rows=[], error="There is no SQL to run.")
-        started = time.perf_counter()
-        try:
-            with closing(self._connect(timeout_s)) as conn:
-                cursor = conn.execute(sql)
-                rows = cursor.fetchmany(max_rows + 1)
-                columns = [d[0] for d in cursor.description or []]
-        except (sqlite3.Error, sqlite3.Warning, OverflowError, MemoryError) as error:
-            elapsed = (time.perf_counter() - started) * 1000
-            return QueryResult(columns=[], rows=[], elapsed_ms=elapsed, error=_explain_error(error, self.settings))
-        elapsed = (time.perf_counter() - started) * 1000
-        return QueryResult(
-            columns=columns,
-            rows=[tuple(r) for r in rows[:max_rows]],
-            truncated=len(rows) > max_rows,
-            elapsed_ms=elapsed,
-        )
+        return self._execute(sql, explain=False, max_rows=max_rows, timeout_s=timeout_s)
 
     def explain(self, sql: str) -> str | None:
         """Compile ``sql`` without running it (``EXPLAIN``): None when valid, else the error."""
         sql = _strip_sql(sql)
         if not sql:
             return "There is no SQL to check."
-        try:
-            with closing(self._connect(self.settings.query_timeout_s)) as conn:
-                conn.execute("EXPLAIN " + sql).fetchall()
-        except (sqlite3.Error, sqlite3.Warning, OverflowError) as error:
-            return _explain_error(error, self.settings)
-        return None
+        return self._execute(sql, explain=True, max_rows=0, timeout_s=self.settings.query_timeout_s).error
 
     # -- reading the schema (application-owned, no authorizer: it needs PRAGMAs) --
 
     def read_schema(self, sample_values: int | None = None) -> Schema:
+        from text2sql.schema import read_schema
+
         settings = self.settings
         sample_values = settings.sample_values if sample_values is None else sample_values
         try:
-            with closing(self._open_connection()) as conn:
+            with closing(self.source.connect()) as conn:
                 _harden_pragmas(conn, settings)
                 _set_deadline(conn, settings.introspection_timeout_s)
                 return read_schema(
@@ -247,16 +291,40 @@ def check_database_file(path: str | os.PathLike, settings: Settings | None = Non
         raise DatabaseFileError("This is not a SQLite database (the file does not start with 'SQLite format 3').")
     if len(header) < 100:
         raise DatabaseFileError("The file is truncated: it is shorter than the SQLite header.")
-    sandbox = Sandbox.from_file(path, immutable=True, settings=settings)
+    source = Sandbox.from_file(path, immutable=True, settings=settings).source
+    report = _integrity_check_isolated(source, settings)
+    if report.get("error"):
+        raise DatabaseFileError(report["error"])
+    if report["problems"] != ["ok"]:
+        raise DatabaseFileError("The database is damaged (PRAGMA quick_check: " + "; ".join(report["problems"][:3]) + ").")
+
+
+def integrity_check(source: Source, settings: Settings) -> dict:
+    """``{"problems": PRAGMA quick_check's lines, "error": why SQLite can't read it, or None}``."""
     try:
-        with closing(sandbox._open_connection()) as conn:
+        with closing(source.connect()) as conn:
             _harden_pragmas(conn, settings)
             _set_deadline(conn, settings.introspection_timeout_s)
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            return {"problems": [row[0] for row in conn.execute("PRAGMA quick_check")], "error": None}
     except sqlite3.Error as error:
-        raise DatabaseFileError(f"SQLite can't read this file: {error}.") from None
-    if problems != ["ok"]:
-        raise DatabaseFileError("The database is damaged (PRAGMA quick_check: " + "; ".join(problems[:3]) + ").")
+        return {"problems": [], "error": f"SQLite can't read this file: {error}."}
+
+
+def _integrity_check_isolated(source: Source, settings: Settings) -> dict:
+    """``integrity_check`` in a query worker: quick_check computes the file's generated columns,
+    attacker-written expressions that can run for minutes in one C call, out of the progress
+    handler's reach (benchmarks/attack_costs.py: a crafted 8 KB file, past the 10 s limit)."""
+    if not use_workers(settings):
+        return integrity_check(source, settings)
+    from text2sql.workers import WorkerFailed, WorkerOverran, call
+
+    try:
+        return call("integrity_check", {"source": source, "settings": settings},
+                    wait_s=settings.introspection_timeout_s + settings.query_kill_after_s)
+    except WorkerOverran:
+        return {"error": f"Checking the file took longer than the {settings.introspection_timeout_s:g} s limit."}
+    except WorkerFailed as failure:
+        return {"error": f"Checking the file stopped: its worker process {failure}."}
 
 
 def private_copy(path: str | os.PathLike, directory: str | os.PathLike) -> Path:

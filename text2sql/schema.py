@@ -254,10 +254,13 @@ def parse_schema_text(text: str) -> tuple[Schema, list[str]]:
     """
     if not text or not text.strip():
         raise SchemaError("The schema is empty. Paste CREATE TABLE statements or 'Table: name' / 'Columns: a, b' blocks.")
-    if re.search(r"^\s*(table|columns)\s*:", text, flags=re.IGNORECASE | re.MULTILINE):
-        statements = _compact_to_ddl(text)
-    else:
-        statements = _ddl_statements(text)
+    try:
+        if re.search(r"^\s*(table|columns)\s*:", text, flags=re.IGNORECASE | re.MULTILINE):
+            statements = _compact_to_ddl(text)
+        else:
+            statements = _ddl_statements(text)
+    except RecursionError:  # sqlglot's parser recurses once per nested parenthesis
+        raise SchemaError("The schema is nested too deeply to read (too many parentheses inside parentheses).") from None
     conn = sqlite3.connect(":memory:")
     try:
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)

@@ -25,10 +25,24 @@ class Settings:
     """SQLITE_LIMIT_LENGTH: the largest string or blob a query may build (stops huge string functions)."""
     max_sql_chars: int = 100_000
     """SQLITE_LIMIT_SQL_LENGTH: the longest SQL text accepted."""
+    max_like_pattern_chars: int = 1000
+    """SQLITE_LIMIT_LIKE_PATTERN_LENGTH: LIKE/GLOB matching backtracks inside one C call."""
+    max_result_bytes: int = 50_000_000
+    """Characters and bytes of values one query may return (1000 rows of 10 MB values would be 10 GB)."""
+    query_workers: int = 4
+    """Queries running at once, each in its own worker process that is killed when it overruns
+    (0: run queries in the calling process, without the kill or the memory limit below)."""
+    query_kill_after_s: float = 2.0
+    """A worker still busy this long after ``query_timeout_s`` is killed: one long C call (e.g.
+    instr() on multi-megabyte strings) never reaches the progress handler."""
+    query_memory_bytes: int = 512 * 1024 * 1024
+    """Address-space limit (RLIMIT_AS) of a query worker process."""
 
     # Uploads.
     max_upload_bytes: int = 50 * 1024 * 1024
     """Largest database file accepted (the app also caps the HTTP upload at this size)."""
+    upload_retention_s: int = 3600
+    """Gradio keeps an uploaded file in its cache this long, and looks for old ones as often."""
 
     # Schema -> prompt.
     sample_values: int = 3
@@ -57,6 +71,11 @@ class Settings:
     """Requests waiting for a model at most; more are refused with 503."""
     generation_concurrency: int = 1
     """Generations running at once (they share the CPU; more only adds latency)."""
+    max_request_bytes: int = 2_000_000
+    """Largest HTTP request body other than a file upload (JSON is parsed in memory)."""
+    shutdown_grace_s: float = 3.0
+    """On SIGTERM, how long open connections (every browser tab keeps one) may delay the stop;
+    then the server closes them and deletes its files. Keep it under the platform's kill delay."""
 
     # Where converted model weights are cached.
     cache_dir: str = ""

@@ -8,7 +8,7 @@ plain message; a refused or failing query is a result with ``"error"`` set.
 REST (``create_app``): ``POST /generate_sql`` ``{"schema", "question", "model"?}`` ->
 ``{"sql", "execution_time_ms", "model"}`` (the original service's contract), ``GET /health``,
 ``GET /models``, OpenAPI at ``/docs``. Errors are ``{"error": "..."}`` with 400 (bad
-input), 422 (malformed JSON) or 503 (busy).
+input), 413 (body over ``max_request_bytes``), 422 (malformed JSON) or 503 (busy).
 
 The Gradio UI is mounted into this FastAPI app, after the REST routes (a route added after
 a ``/`` mount is never reached). That runs under uvicorn without ``Blocks.launch()``, which
@@ -36,7 +36,7 @@ from text2sql.registry import default_registry
 from text2sql.settings import get_settings
 from webapp.results import result_json
 from webapp.service import Busy, Service
-from webapp.sources import check_schema_text, open_request_source
+from webapp.sources import open_request_source
 
 
 GENERATION_EVENTS = "model"
@@ -148,6 +148,7 @@ class ErrorResponse(BaseModel):
 
 ERRORS = {
     400: {"model": ErrorResponse, "description": "Bad input: unknown model, unreadable schema, empty question"},
+    413: {"model": ErrorResponse, "description": "The body is larger than max_request_bytes"},
     422: {"model": ErrorResponse, "description": "The body is not the expected JSON"},
     503: {"model": ErrorResponse, "description": "Busy (queue full), or the model's weights can't be loaded"},
 }
@@ -163,6 +164,58 @@ def _validation_message(error: RequestValidationError) -> str:
         where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
         problems.append(f"{where}: {problem.get('msg')}" if where else str(problem.get("msg")))
     return "Bad request: " + "; ".join(problems)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 before anything parses
+    it (FastAPI and Gradio read JSON bodies whole, in memory). File uploads are exempt: Gradio's
+    upload route streams them to disk and enforces ``max_upload_bytes`` itself."""
+
+    EXEMPT = ("/gradio_api/upload",)
+
+    class TooLarge(Exception):
+        pass
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].rstrip("/") in self.EXEMPT:
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send)
+        received, over, started = 0, False, False
+
+        async def counted_receive():  # a chunked body declares no length
+            nonlocal received, over
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                over = True
+                raise self.TooLarge
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if over:  # the app turned our exception into its own error page: answer 413 instead
+                if not started:
+                    started = True
+                    await self._refuse(scope, receive, send)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except self.TooLarge:
+            if not started:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope, receive, send):
+        response = _error(413, f"The request body is larger than the {self.limit:,}-byte limit.")
+        await response(scope, receive, send)
 
 
 def create_app(demo: gr.Blocks, service: Service, on_shutdown: Sequence[Callable[[], None]] = (),
@@ -193,9 +246,7 @@ def create_app(demo: gr.Blocks, service: Service, on_shutdown: Sequence[Callable
         if body.model and body.model not in default_registry().names():
             return _error(400, f"Unknown model {body.model!r}. Available: {', '.join(default_registry().names())}.")
         try:
-            check_schema_text(body.schema_text)
-            database = Database.from_text(body.schema_text)
-            generation = service.generate(database.schema, body.question, body.model)
+            generation = service.generate_for_text(body.schema_text, body.question, body.model)
         except (Busy, ModelUnavailableError) as error:
             return _error(503, str(error))
         except (Text2SQLError, ValueError) as error:
@@ -221,7 +272,13 @@ def create_app(demo: gr.Blocks, service: Service, on_shutdown: Sequence[Callable
             for name, spec in registry.models.items()
         ]
 
-    return gr.mount_gradio_app(
+    app = gr.mount_gradio_app(
         app, demo, path="/", max_file_size=get_settings().max_upload_bytes, footer_links=["api", "gradio"],
         show_error=False, **mount_options,
     )
+    app.add_middleware(BodyLimit, limit=get_settings().max_request_bytes)
+    # Gradio checks that a file named in a request was uploaded through it (not any path on this
+    # server) only once Blocks.launch() has run, which mount_gradio_app never calls: without
+    # this, {"path": "/etc/passwd"} is copied into the cache and opened.
+    demo.has_launched = True
+    return app

@@ -22,7 +22,7 @@ from text2sql.leaderboard import leaderboard_chart, leaderboard_table, load_resu
 from text2sql.pipeline import Database, run_or_check
 from text2sql.registry import default_registry
 from text2sql.schema import Schema
-from webapp.results import result_frame, result_summary, write_csv
+from webapp.results import plain, result_frame, result_summary, write_csv
 from webapp.service import MAX_COMPARED, Service
 from webapp.sources import EXAMPLE, PASTE, UPLOAD, ExampleDatabases, Workspace, open_source
 
@@ -54,10 +54,10 @@ def schema_summary(database: Database) -> str:
     columns = sum(len(t.columns) for t in schema.tables)
     keys = sum(len(t.foreign_keys) for t in schema.tables)
     kind = "rows included" if database.has_data else "no rows: SQL is checked, not run"
-    text = (f"**{database.label}**: {len(schema.tables)} table{'s' * (len(schema.tables) != 1)}, "
+    text = (f"**{plain(database.label)}**: {len(schema.tables)} table{'s' * (len(schema.tables) != 1)}, "
             f"{columns} columns, {keys} foreign key{'s' * (keys != 1)} ({kind}).")
     for note in schema.notes:
-        text += f"\n\n⚠️ {note}"
+        text += f"\n\n⚠️ {plain(note)}"
     return text
 
 
@@ -88,7 +88,7 @@ class Handlers:
         try:
             database = self._open(workspace, kind, example, upload, text)
         except Text2SQLError as error:
-            return workspace, f"❌ {error}", ""
+            return workspace, f"❌ {plain(error)}", ""
         return workspace, schema_summary(database), database.schema.to_ddl()
 
     def generate(self, kind, example, upload, text, question, model, workspace, progress=gr.Progress(track_tqdm=True)):
@@ -99,15 +99,15 @@ class Handlers:
             database = self._open(workspace, kind, example, upload, text)
             generation = self.service.generate(database.schema, question, model or None, progress)
         except (Text2SQLError, ValueError) as error:
-            return workspace, gr.skip(), f"❌ {error}", False
+            return workspace, gr.skip(), f"❌ {plain(error)}", False
         if not generation.sql:
-            note = f"❌ {generation.model} did not write a SQL query. Its answer was:\n\n> {generation.raw[:500]}"
+            note = f"❌ {generation.model} did not write a SQL query. Its answer was:\n\n> {plain(generation.raw[:500])}"
             return workspace, gr.skip(), note, False
         note = f"Written by **{generation.model}** in {generation.execution_time_ms / 1000:.1f} s."
         if generation.chatty:
             note += " The model added text around the SQL; only the SQL is kept."
         for warning in generation.warnings:
-            note += f"\n\n⚠️ {warning}"
+            note += f"\n\n⚠️ {plain(warning)}"
         return workspace, generation.sql, note, True
 
     def run_generated(self, generated, kind, example, upload, text, sql, workspace):
@@ -125,7 +125,7 @@ class Handlers:
         try:
             database = self._open(workspace, kind, example, upload, text)
         except Text2SQLError as error:
-            return workspace, hidden, f"❌ {error}", no_csv
+            return workspace, hidden, f"❌ {plain(error)}", no_csv
         result = run_or_check(database, sql)
         status = result_summary(result, database.has_data)
         if not result.ok or not database.has_data:

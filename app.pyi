@@ -1,0 +1,275 @@
+"""The text2sql web app: a Gradio UI, a gradio_client API and a REST route, in one process.
+
+    python app.py                     # http://localhost:7860 (UI), /docs (REST), /gradio_api (client)
+
+Tabs: **Ask** (pick an example, upload a SQLite file or paste a schema; ask; edit and run
+the SQL; download the result), **Compare models** (one question, 2-4 models side by side,
+and the leaderboard from ``results/``), **About**. The default model is the embedded
+Qwen2.5-Coder-0.5B, so this runs offline on a CPU. Environment: ``TEXT2SQL_*`` settings
+(text2sql/settings.py), ``TEXT2SQL_RESULTS_DIR`` (default ``results/``), ``PORT`` /
+``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``. See docs/app.md for the APIs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import gradio_client.utils as client_utils
+from gradio.utils import NamedString
+
+from text2sql.registry import default_registry
+from text2sql.settings import get_settings
+from webapp.api import GENERATION_EVENTS, ClientAPI, create_app, register_client_api
+from webapp.handlers import Handlers
+from webapp.service import MAX_COMPARED, GenerationLimit, Service
+from webapp.sources import EXAMPLE, SOURCES, UPLOAD_TYPES, ExampleDatabases, Workspace
+
+
+RESULTS_DIR = Path(os.environ.get("TEXT2SQL_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
+CSS = """
+.gradio-container { max-width: 1280px !important; margin: auto; }
+#title h1 { margin-bottom: 0; }
+"""
+INTRO = """# text2sql
+Ask a SQLite database a question in plain English. A small code model writes the SQL, a
+read-only sandbox runs it. Runs on a CPU, offline."""
+
+ABOUT = """## How it works
+`schema → prompt → model → SQL → sandbox → result`
+
+1. **Schema.** A SQLite file is read on a read-only connection: tables, typed columns, primary
+   and foreign keys, and up to {samples} example values per column. A pasted schema
+   (`CREATE TABLE …`, or `Table:` / `Columns:` lines) becomes an empty in-memory database, so SQL
+   can be checked but returns no rows.
+2. **Prompt.** The schema is written as `CREATE TABLE` statements with the example values as
+   comments, then the question: the same prompt the models are fine-tuned on.
+3. **Model.** Greedy decoding; only the first SQL statement of the answer is kept.
+4. **Sandbox.** The SQL runs on a read-only, locked-down SQLite connection: only `SELECT`, no
+   `ATTACH`, stopped after {timeout:g} s, at most {rows:,} rows.
+
+Uploads (up to {upload_mb} MB) are checked (SQLite header, integrity), copied into a private
+folder for your session, never modified, and deleted when your session ends.
+
+## Models
+{models}
+
+## Loaded now
+"""
+
+APIS = """## Use it from code
+* **REST:** `POST /generate_sql` with `{"schema": "...", "question": "...", "model": "..."}` returns
+  `{"sql", "execution_time_ms", "model"}`; `GET /health`, `GET /models`; OpenAPI docs at [/docs](/docs).
+* **gradio_client:** `/generate_sql`, `/run_sql`, `/ask`, `/compare` (see *Use via API* at the foot of the page).
+"""
+
+from gradio.events import Dependency
+
+class UploadedFile(gr.File):
+    """``gr.File`` for the uploaded database's path. Gradio 6.31's ``File.preprocess`` leaves an
+    empty ``NamedTemporaryFile(delete=False)`` in its cache on every event that reads the upload,
+    never deleted, not even at shutdown; this one only checks the type and passes the path on."""
+
+    is_template = True  # Gradio's own way to subclass a component: the browser still draws a File
+
+    def _process_single_file(self, f):
+        if self.file_types and not client_utils.is_valid_file(f.path, self.file_types):
+            raise gr.Error(f"Upload a file ending in {', '.join(self.file_types)}.", print_exception=False)
+        return NamedString(f.path)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+PRIVATE = {"api_visibility": "private"}
+"""For the UI's own events: programs use the four client endpoints (webapp/api.py) instead."""
+
+
+def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
+    """The Ask tab's components: the database on the left, question, SQL and result on the right."""
+    registry = default_registry()
+    ui = SimpleNamespace()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            gr.Markdown("### 1. Database")
+            ui.kind = gr.Radio(SOURCES, value=EXAMPLE, show_label=False, elem_id="source-kind")
+            ui.example = gr.Dropdown(examples.choices(), value=examples.names()[0], label="Example database")
+            ui.upload = UploadedFile(file_types=UPLOAD_TYPES, type="filepath", visible=False, elem_id="upload",
+                                label=f"SQLite file (.sqlite, .db, .sqlite3; up to {settings.max_upload_bytes // 2**20} MB)")
+            ui.schema_text = gr.Textbox(lines=8, visible=False, label="Schema", elem_id="schema-text",
+                                        placeholder="CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);"
+                                                    "\n\nor\n\nTable: users\nColumns: id, name, age")
+            ui.summary = gr.Markdown(elem_id="schema-summary")
+            with gr.Accordion("Schema the model sees", open=True):
+                ui.ddl = gr.Code(language="sql", interactive=False, show_label=False, max_lines=28, wrap_lines=True)
+        with gr.Column(scale=3):
+            gr.Markdown("### 2. Question")
+            ui.question = gr.Textbox(label="Question", placeholder="e.g. Which customer has placed the most orders?",
+                                     elem_id="question")
+            with gr.Row(equal_height=True):
+                ui.model = gr.Dropdown(registry.names(), value=registry.default, label="Model", scale=3)
+                ui.generate = gr.Button("Generate SQL", variant="primary", scale=1, elem_id="generate")
+            ui.sql = gr.Code(language="sql", interactive=True, lines=4, elem_id="sql", wrap_lines=True,
+                             label="SQL (edit it and press Run)")
+            ui.note = gr.Markdown(elem_id="note")
+            with gr.Row():
+                ui.run = gr.Button("Run", variant="secondary", elem_id="run", scale=0, min_width=120)
+                ui.csv = gr.DownloadButton("Download CSV", visible=False, scale=0, min_width=160, size="md")
+            ui.status = gr.Markdown(elem_id="status")
+            ui.table = gr.Dataframe(interactive=False, label="Result", max_height=420, elem_id="result",
+                                    buttons=["copy", "fullscreen"], visible=False)
+    ui.examples = gr.Examples(
+        [[e.name, q.question] for e in examples.examples for q in e.questions],
+        inputs=[ui.example, ui.question],
+        label="Example questions (click one to ask it)",
+        cache_examples=False,  # on Spaces the default would run the model on every example at startup
+        examples_per_page=9,
+    )
+    ui.source = [ui.kind, ui.example, ui.upload, ui.schema_text]
+    return ui
+
+
+def compare_tab() -> SimpleNamespace:
+    """The Compare tab's components: question, models, one column per model, the leaderboard."""
+    models = default_registry().names()
+    ui = SimpleNamespace()
+    gr.Markdown("Ask several models the same question about the database chosen in the **Ask** tab.")
+    ui.database = gr.Markdown()
+    with gr.Row(equal_height=True):
+        ui.question = gr.Textbox(label="Question", scale=3, elem_id="compare-question")
+        ui.models = gr.CheckboxGroup(models, value=models[:MAX_COMPARED], scale=2, label=f"Models (2 to {MAX_COMPARED})")
+        ui.compare = gr.Button("Compare", variant="primary", scale=1)
+    ui.agreement = gr.Markdown("Pick 2 to 4 models and press **Compare**.")
+    ui.slots = []  # header, SQL and result for each model
+    with gr.Row(equal_height=False):
+        for _ in range(MAX_COMPARED):
+            with gr.Column(min_width=260):
+                ui.slots += [
+                    gr.Markdown(visible=False),
+                    gr.Code(language="sql", interactive=False, show_label=False, visible=False, wrap_lines=True,
+                            lines=2, max_lines=8),
+                    gr.Dataframe(interactive=False, show_label=False, visible=False, max_height=300),
+                ]
+    gr.Markdown("## Leaderboard (evaluation runs in `results/`)")
+    with gr.Row():
+        ui.board_message = gr.Markdown()
+        ui.reload = gr.Button("Reload", scale=0, min_width=100, size="sm")
+    ui.board_table = gr.Dataframe(interactive=False, visible=False, show_label=False)
+    ui.board_chart = gr.Plot(visible=False, show_label=False)
+    return ui
+
+
+def wire_ask(demo: gr.Blocks, ui: SimpleNamespace, handlers: Handlers, workspace: gr.State,
+             generation_events: dict) -> None:
+    generated = gr.State(False)  # whether the last Generate produced SQL to run
+    show_schema = {"fn": handlers.show_schema, "inputs": [*ui.source, workspace],
+                   "outputs": [workspace, ui.summary, ui.ddl], **PRIVATE}
+    ui.kind.change(handlers.source_controls, ui.kind, [ui.example, ui.upload, ui.schema_text], **PRIVATE
+                   ).then(**show_schema)
+    ui.example.change(**show_schema)
+    ui.upload.change(**show_schema)
+    ui.schema_text.blur(**show_schema)
+    demo.load(**show_schema)
+
+    # Generation reports problems in the note rather than raising: Gradio's "Error" badge would
+    # cover the SQL box and stop the user from editing it.
+    def generate_then_run(trigger) -> None:
+        trigger(
+            handlers.generate, [*ui.source, ui.question, ui.model, workspace], [workspace, ui.sql, ui.note, generated],
+            show_progress_on=[ui.sql], **generation_events, **PRIVATE,
+        ).then(handlers.run_generated, [generated, *ui.source, ui.sql, workspace],
+               [workspace, ui.table, ui.status, ui.csv], show_progress_on=[ui.status], **PRIVATE)
+
+    generate_then_run(ui.generate.click)
+    generate_then_run(ui.question.submit)
+    # A clicked example fills in the database and the question; make the example the source, then ask.
+    generate_then_run(ui.examples.load_input_event.then(lambda: EXAMPLE, None, ui.kind, **PRIVATE).then)
+    ui.run.click(handlers.run, [*ui.source, ui.sql, workspace], [workspace, ui.table, ui.status, ui.csv],
+                 show_progress_on=[ui.status], **PRIVATE)
+
+
+def wire_compare(demo: gr.Blocks, ui: SimpleNamespace, ask: SimpleNamespace, handlers: Handlers,
+                 workspace: gr.State, generation_events: dict) -> None:
+    ask.summary.change(lambda text: text, ask.summary, ui.database, **PRIVATE)
+    for trigger in (ui.compare.click, ui.question.submit):
+        trigger(handlers.compare, [*ask.source, ui.question, ui.models, workspace],
+                [workspace, ui.agreement, *ui.slots], show_progress_on=[ui.agreement], **generation_events, **PRIVATE)
+    for trigger in (demo.load, ui.reload.click):
+        trigger(handlers.leaderboard, None, [ui.board_message, ui.board_table, ui.board_chart], **PRIVATE)
+
+
+def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatabases) -> gr.Blocks:
+    """The whole UI, the client API endpoints and the queue (sized from the settings)."""
+    settings = get_settings()
+    generation_events = {"concurrency_id": GENERATION_EVENTS, "concurrency_limit": settings.generation_concurrency}
+    retention = settings.upload_retention_s
+    with gr.Blocks(title="text2sql: ask a SQLite database in plain English", delete_cache=(retention, retention)) as demo:
+        # First, so the four endpoints get their names (a private UI event would take "/compare").
+        register_client_api(client_api, settings.generation_concurrency)
+        workspace = gr.State(None, delete_callback=Workspace.close_if_any)
+        gr.Markdown(INTRO, elem_id="title")
+        with gr.Tabs():
+            with gr.Tab("Ask", id="ask"):
+                ask = ask_tab(examples, settings)
+            with gr.Tab("Compare models", id="compare"):
+                compare = compare_tab()
+            with gr.Tab("About", id="about") as about:
+                gr.Markdown(ABOUT.format(
+                    samples=settings.sample_values, timeout=settings.query_timeout_s, rows=settings.max_rows,
+                    upload_mb=settings.max_upload_bytes // 2**20, models=handlers.models_markdown(),
+                ))
+                loaded = gr.Markdown(handlers.loaded_models_markdown())
+                gr.Markdown(APIS)
+        wire_ask(demo, ask, handlers, workspace, generation_events)
+        wire_compare(demo, compare, ask, handlers, workspace, generation_events)
+        about.select(handlers.loaded_models_markdown, None, loaded, **PRIVATE)
+    # Events that only read schemas or run SQL may overlap, as many as there are query workers.
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=max(1, settings.query_workers))
+    return demo
+
+
+def create(results_dir: Path = RESULTS_DIR, work_dir: Path | None = None):
+    """(demo, app, service): the Gradio Blocks, the FastAPI app serving it with the REST routes,
+    and the service both use.
+    ``work_dir`` holds the built example databases and users' private copies of uploads
+    (default: a fresh temporary folder, deleted when the process exits)."""
+    cleanups = []
+    if work_dir is None:
+        work_dir = Path(tempfile.mkdtemp(prefix="text2sql-app-"))
+        cleanups.append(functools.partial(shutil.rmtree, work_dir, ignore_errors=True))
+        atexit.register(cleanups[0])  # when no server ran (e.g. `import app`)
+    examples = ExampleDatabases(work_dir / "examples")
+    service = Service(limit=GenerationLimit.from_settings())
+    handlers = Handlers(service, examples, work_dir / "uploads", Path(results_dir))
+    demo = build_demo(handlers, ClientAPI(service, work_dir / "uploads"), examples)
+    return demo, create_app(demo, service, on_shutdown=cleanups, theme=THEME, css=CSS), service
+
+
+demo, app, service = create()
+
+
+def main() -> None:
+    """Serve the app with uvicorn (benchmarks/serve.py calls this too, after registering a fake model)."""
+    import uvicorn
+
+    # Load the default model in the background, so the first question doesn't wait for it.
+    threading.Thread(target=service.load, daemon=True, name="warm-up").start()
+    # Without a grace limit one open browser tab holds a SIGTERM off until SIGKILL, and the
+    # uploads' private copies are never deleted.
+    uvicorn.run(app, host=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+                port=int(os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860),
+                timeout_graceful_shutdown=get_settings().shutdown_grace_s)
+
+
+if __name__ == "__main__":
+    main()

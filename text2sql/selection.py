@@ -65,13 +65,16 @@ class Decoding:
         return cls(BEST_OF_K, k, temperature, seed)
 
     @classmethod
-    def from_mode(cls, mode: str | None, k: int | None = None, temperature: float | None = None) -> Decoding:
-        """The decoding a user asked for by mode name (None or "": greedy)."""
+    def from_mode(
+        cls, mode: str | None, k: int | None = None, temperature: float | None = None, seed: int = 0
+    ) -> Decoding:
+        """The decoding a user asked for by mode name (None or "": greedy; k and temperature
+        default to the settings)."""
         if not mode or mode == GREEDY:
             return cls()
         if mode != BEST_OF_K:
             cls(mode)  # raises, naming the modes
-        return cls.best_of(k, temperature)
+        return cls.best_of(k, temperature, seed)
 
     @property
     def is_greedy(self) -> bool:

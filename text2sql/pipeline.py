@@ -138,9 +138,8 @@ def answer_batch(
 
     Greedy: one batched ``generate``, then each query runs. Best-of-k
     (``text2sql.selection``): ``decoding.k`` candidates per question from one batched
-    ``sample``, each checked in the sandbox, the answer chosen by a vote over their results;
-    the questions whose candidates all failed get one batched repair round.
-    ``execution_time_ms`` is each question's share of the whole time, checks included.
+    ``sample``, then ``select_answers``. ``execution_time_ms`` is each question's share of
+    the whole time, checks and repair included.
     """
     if decoding.is_greedy:
         generations = generate_sql_batch(generator, database.schema, questions)
@@ -149,16 +148,33 @@ def answer_batch(
     prompts = _prompts(generator, database.schema, questions)
     samples = generator.sample([p.messages for p in prompts], decoding.k, decoding.temperature, decoding.seed)
     candidates = [[Candidate.from_sample(s) for s in per_question] for per_question in samples]
+    answers = select_answers(generator, database, questions, candidates, decoding, prompts)
+    share = round((time.perf_counter() - started) * 1000 / max(1, len(questions)), 1)
+    for answer in answers:
+        answer.generation.execution_time_ms = share
+    return answers
+
+
+def select_answers(
+    generator: SQLGenerator,
+    database: Database,
+    questions: list[str],
+    candidates: list[list[Candidate]],
+    decoding: Decoding,
+    prompts: list[_Prompt] | None = None,
+) -> list[Answer]:
+    """Each question's answer from its candidates: every candidate checked in the sandbox, the
+    vote's pick, or, where none ran, one repair round (one batched call for all of them)."""
+    prompts = prompts or _prompts(generator, database.schema, questions)
     for prompt, per_question in zip(prompts, candidates):
         check_candidates(per_question, prompt.schema, database.sandbox, database.has_data)
     chosen = [choose(per_question) for per_question in candidates]
     repairs = _repair(generator, database, questions, prompts, candidates, chosen)
-    share = round((time.perf_counter() - started) * 1000 / max(1, len(questions)), 1)
     answers = []
     for prompt, per_question, pick, repair in zip(prompts, candidates, chosen, repairs):
         final = pick or (repair if repair and repair.sql else most_likely_failure(per_question))
         generation = Generation(
-            sql=final.sql, raw=final.raw, chatty=final.chatty, model=generator.spec.name, execution_time_ms=share,
+            sql=final.sql, raw=final.raw, chatty=final.chatty, model=generator.spec.name, execution_time_ms=0.0,
             prompt_tokens=prompt.tokens, warnings=prompt.warnings, decoding=decoding, candidates=per_question,
             repair=repair,
         )

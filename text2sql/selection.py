@@ -109,6 +109,13 @@ class Candidate:
         return cls(sql=extracted.sql, raw=sample.text, chatty=extracted.chatty, logprob=sample.logprob,
                    tokens=sample.tokens)
 
+    @classmethod
+    def from_record(cls, record: dict) -> Candidate:
+        """An unchecked candidate from what ``as_dict`` wrote (to select again among saved candidates)."""
+        extracted = extract_sql(record["raw"])
+        return cls(sql=extracted.sql, raw=record["raw"], chatty=extracted.chatty, logprob=record["logprob"],
+                   tokens=record["tokens"])
+
     @property
     def ran(self) -> bool:
         return self.error is None and self.result is not None

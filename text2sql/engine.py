@@ -285,16 +285,18 @@ class TransformersGenerator:
         temperature: float = 0.0,
         seed: int = 0,
     ) -> tuple[list[list[int]], list[float]]:
-        """New tokens and their summed log-probabilities for ``copies`` rows per prompt,
-        starting from the cached KV of the prompts' first ``shared`` tokens.
+        """New tokens and their summed log-probabilities for ``copies`` outputs per prompt
+        (output ``i * copies`` greedy, the others sampled at ``temperature``), starting from
+        the cached KV of the prompts' first ``shared`` tokens.
 
         The rows are [shared prefix][padding][rest of the prompt]: the prefix sits at the same
         positions in every row, so one cache serves them all; the padding is masked out and
-        skipped when numbering positions. Each prompt's rest is run once, then its cache and
-        next-token logits are repeated ``copies`` times: row ``i * copies`` decodes greedily,
-        the others sample at ``temperature``. A row stops as ``generate`` would (end-of-turn
-        token, end of the first SQL statement, or ``max_new_tokens``) and then leaves the
-        batch, so the others decode without carrying it.
+        skipped when numbering positions. A row of the batch carries every output that has
+        written the same tokens so far, and forks (its cache copied) only when their next
+        tokens differ: the outputs of one prompt start as one row, and candidates that agree
+        (most of them, at moderate temperatures) cost one row, not one each. A row stops as
+        ``generate`` would (end-of-turn token, end of the first SQL statement, or
+        ``max_new_tokens``) and then leaves the batch.
         """
         import torch
 
@@ -308,33 +310,32 @@ class TransformersGenerator:
         mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
         positions = (mask.cumsum(-1) - 1)[:, shared:]
         logits = self._next_logits(model, inputs, mask, positions, cache)
-        if copies > 1:
-            cache.batch_repeat_interleave(copies)
-            logits, mask, positions = (t.repeat_interleave(copies, dim=0) for t in (logits, mask, positions))
-        pick = _TokenPicker(len(token_ids) * copies, copies, temperature, seed, device)
-        rows = list(range(len(token_ids) * copies))  # which output each row of the batch is
-        outputs: list[list[int]] = [[] for _ in rows]
-        logprobs = [0.0] * len(rows)
+        rows = [list(range(i * copies, (i + 1) * copies)) for i in range(len(token_ids))]  # outputs per row
+        pick = _TokenPicker(copies, temperature, seed)
+        outputs: list[list[int]] = [[] for _ in range(len(token_ids) * copies)]
+        logprobs = [0.0] * len(outputs)
         for step in range(max_new_tokens):
-            chosen, chosen_logprobs = pick(logits, rows)
-            keep = []
-            for slot, (row, token, logprob) in enumerate(zip(rows, chosen.tolist(), chosen_logprobs.tolist())):
-                outputs[row].append(token)
-                logprobs[row] += logprob
+            parents, tokens, next_rows = [], [], []
+            for parent, token, token_logprob, members in pick(logits, rows):
+                for output in members:
+                    outputs[output].append(token)
+                    logprobs[output] += token_logprob
                 if token != self.tokenizer.eos_token_id and not sql_is_complete(
-                    self.tokenizer.decode(outputs[row], skip_special_tokens=True)
+                    self.tokenizer.decode(outputs[members[0]], skip_special_tokens=True)
                 ):
-                    keep.append(slot)
-            if not keep or step + 1 == max_new_tokens:
+                    parents.append(parent)
+                    tokens.append(token)
+                    next_rows.append(members)
+            if not next_rows or step + 1 == max_new_tokens:
                 break
-            if len(keep) < len(rows):
-                index = torch.tensor(keep, device=device)
+            if parents != list(range(len(rows))):  # rows finished or forked
+                index = torch.tensor(parents, device=device)
                 cache.batch_select_indices(index)
-                mask, chosen, positions = mask[index], chosen[index], positions[index]
-                rows = [rows[k] for k in keep]
+                mask, positions = mask[index], positions[index]
+            rows = next_rows
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
             positions = positions[:, -1:] + 1
-            logits = self._next_logits(model, chosen[:, None], mask, positions, cache)
+            logits = self._next_logits(model, torch.tensor(tokens, device=device)[:, None], mask, positions, cache)
         return outputs, logprobs
 
     @staticmethod
@@ -365,28 +366,49 @@ class TransformersGenerator:
 
 
 class _TokenPicker:
-    """Chooses each row's next token: greedy for the first of every ``copies`` rows, a draw
-    at ``temperature`` (from a generator seeded once per call) for the others; and the
-    chosen token's log-probability under the model (temperature 1)."""
+    """Chooses the next token of every output a row carries: the argmax for greedy outputs
+    (``output % copies == 0``, or all of them at temperature 0), an independent draw at
+    ``temperature`` for the others (one generator, seeded once per call)."""
 
-    def __init__(self, rows: int, copies: int, temperature: float, seed: int, device):
+    def __init__(self, copies: int, temperature: float, seed: int):
         import torch
 
-        self.sampled = torch.tensor([r % copies != 0 and temperature > 0 for r in range(rows)], device=device)
+        self.copies = copies
         self.temperature = temperature
-        self.random = torch.Generator(device=device).manual_seed(seed)
+        self.random = torch.Generator().manual_seed(seed)
 
-    def __call__(self, logits, rows: list[int]):
+    def _sampled(self, output: int) -> bool:
+        return self.temperature > 0 and output % self.copies != 0
+
+    def __call__(self, logits, rows: list[list[int]]):
+        """(row, token, the token's log-probability at temperature 1, outputs that chose it)
+        for each distinct choice within each row, in row order."""
         import torch
 
         logits = logits.float()
-        chosen = logits.argmax(-1)
-        sampled = self.sampled[rows].nonzero().squeeze(1)
-        if len(sampled):
-            probabilities = torch.softmax(logits[sampled] / self.temperature, dim=-1)
-            chosen[sampled] = torch.multinomial(probabilities, 1, generator=self.random).squeeze(1)
-        logprobs = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None]).squeeze(1)
-        return chosen, logprobs
+        logprobs = torch.log_softmax(logits, dim=-1)
+        greedy = logits.argmax(-1).tolist()
+        draws = self._draws(logits, rows)
+        choices = []
+        for row, members in enumerate(rows):
+            drawn = iter(draws.get(row, []))
+            by_token: dict[int, list[int]] = {}
+            for output in members:
+                by_token.setdefault(next(drawn) if self._sampled(output) else greedy[row], []).append(output)
+            choices += [(row, token, logprobs[row, token].item(), chosen) for token, chosen in by_token.items()]
+        return choices
+
+    def _draws(self, logits, rows: list[list[int]]) -> dict[int, list[int]]:
+        """Row -> one draw per sampled output it carries, from one batched ``multinomial``."""
+        import torch
+
+        wanted = {row: sum(map(self._sampled, members)) for row, members in enumerate(rows)}
+        wanted = {row: n for row, n in wanted.items() if n}
+        if not wanted:
+            return {}
+        probabilities = torch.softmax(logits[list(wanted)].to("cpu") / self.temperature, dim=-1)
+        drawn = torch.multinomial(probabilities, max(wanted.values()), replacement=True, generator=self.random)
+        return {row: drawn[i, :n].tolist() for i, (row, n) in enumerate(wanted.items())}
 
 
 MIN_REUSED_PREFIX = 16

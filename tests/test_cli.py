@@ -117,7 +117,7 @@ def test_ask_best_of_k_votes_and_says_how(awkward_db, fake_model, capsys):
     assert fake_model.calls == [("sample", 1, 4)]
     captured = capsys.readouterr()
     assert captured.out.startswith("SELECT name FROM person WHERE id = 1\n") and "Ann" in captured.out
-    assert "note: best of 4 (temperature 0.5): 3 of 4 candidates ran, 3 of them agree on this result" in captured.err
+    assert "note: Best of 4 (temperature 0.5): 3 of 4 candidates ran, 3 of them agree on this result." in captured.err
 
 
 def test_ask_best_of_k_json_lists_the_candidates(awkward_db, fake_model, capsys):

@@ -51,20 +51,9 @@ def _load_database(args):
     return Database.from_text(text)
 
 
-def selection_note(generation) -> str:
-    """One line on how best-of-k chose: how many candidates ran and agreed, or the repair."""
-    candidates = generation.candidates
-    ran = sum(c.ran for c in candidates)
-    note = f"{generation.decoding.describe()}: {ran} of {len(candidates)} candidates ran"
-    if generation.repair is not None:
-        return note + "; one repair round with the error of the most likely one"
-    votes = max(c.votes for c in candidates)
-    return note + f", {votes} of them agree on this result"
-
-
 def cmd_ask(args) -> int:
     from text2sql.pipeline import ask
-    from text2sql.selection import Decoding
+    from text2sql.selection import Decoding, how_chosen
 
     decoding = Decoding.from_mode(args.mode, args.k, args.temperature)
     database = _load_database(args)
@@ -91,7 +80,7 @@ def cmd_ask(args) -> int:
         for warning in generation.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if not decoding.is_greedy:
-            print(f"note: {selection_note(generation)}", file=sys.stderr)
+            print(f"note: {how_chosen(decoding, generation.candidates, generation.repair)}", file=sys.stderr)
         print(generation.sql or "(no SQL)")
         if result.ok and database.has_data:
             print()

@@ -173,5 +173,16 @@ def most_likely_failure(candidates: list[Candidate]) -> Candidate:
     return max(with_sql, key=lambda c: c.logprob)
 
 
+def how_chosen(decoding: Decoding, candidates: list[Candidate], repair: Candidate | None) -> str:
+    """One sentence on how best-of-k chose: how many candidates ran and agreed, or the repair."""
+    ran = sum(c.ran for c in candidates)
+    described = decoding.describe()
+    text = f"{described[:1].upper()}{described[1:]}: {ran} of {len(candidates)} candidates ran"
+    if repair is not None:
+        outcome = "it ran" if repair.ran else "it failed too"
+        return text + f"; the model repaired the most likely one, given its error, and {outcome}."
+    return text + f", {max(c.votes for c in candidates)} of them agree on this result."
+
+
 def repair_prompt(schema: Schema, question: str, failed: Candidate) -> Messages:
     return build_repair_messages(schema, question, failed.sql or failed.raw, failed.error or "it returned nothing")

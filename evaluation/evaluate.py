@@ -6,21 +6,34 @@ Every answered batch is appended to ``OUT/predictions.jsonl`` at once; a rerun s
 already there, so an interrupted run resumes where it stopped. Items whose database is
 missing (dev's wta_1) are not generated: the scorer counts and lists them.
 
+``--mode best-of-k`` (``text2sql.selection``) draws ``--k`` candidates per question (the
+greedy one, then k - 1 at ``--temperature``; batch b's draws are seeded with ``--seed`` + the
+id of its first question), checks and runs them in the sandbox, and keeps the one a vote over
+their results picks; a question whose candidates all fail gets one repair round.
+
 Each line: ``{"id", "db_id", "question", "prediction", "raw", "chatty", "latency_ms",
-"batch_size", "prompt_tokens", "warnings", "model"}``; ``latency_ms`` is the question's share of
-its batch's generation time. Then ``evaluation.score`` writes scored.jsonl, metrics.json,
-report.md and chart.png next to it.
+"batch_size", "prompt_tokens", "warnings", "model", "decoding"}``, and in best-of-k mode
+also ``"candidates"`` (each one's sql, raw, logprob, tokens, error, votes) and ``"repair"``
+(the same, or null). ``latency_ms`` is the question's share of its batch's time: generation,
+and in best-of-k mode also the candidates' checks and the repair round. Then
+``evaluation.score`` writes scored.jsonl, metrics.json (with the decoding), report.md and
+chart.png next to it.
 
     nice -n 10 python -m evaluation.evaluate --model qwen2.5-coder-0.5b --split dev --out results/qwen2.5-coder-0.5b-base
+    nice -n 10 python -m evaluation.evaluate --model qwen2.5-coder-0.5b --mode best-of-k --k 8 --batch-size 4 \
+        --out results/qwen2.5-coder-0.5b-base-bestof8
     python -m evaluation.evaluate --model smollm2-135m --limit 20 --out /tmp/smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 from pathlib import Path
+
+from text2sql.selection import GREEDY, MODES, Decoding
 
 
 def pending_examples(spider, split: str, done: set[int], limit: int | None) -> list:
@@ -39,12 +52,23 @@ def batches(examples: list, size: int):
             yield group[start : start + size]
 
 
-def prediction_lines(generator, spider, batch: list) -> list[dict]:
-    from text2sql.pipeline import generate_sql_batch
+def generations(generator, spider, batch: list, decoding: Decoding) -> list:
+    """The batch's generations: greedy SQL alone, or best-of-k's chosen SQL with its candidates."""
+    from text2sql.pipeline import Database, answer_batch, generate_sql_batch
 
-    generations = generate_sql_batch(generator, spider.schema(batch[0].db_id), [e.question for e in batch])
-    return [
-        {
+    questions = [e.question for e in batch]
+    if decoding.is_greedy:
+        return generate_sql_batch(generator, spider.schema(batch[0].db_id), questions)
+    db_id = batch[0].db_id
+    database = Database(schema=spider.schema(db_id), sandbox=spider.sandbox(db_id), has_data=True, label=db_id)
+    seeded = dataclasses.replace(decoding, seed=decoding.seed + batch[0].id)
+    return [answer.generation for answer in answer_batch(generator, database, questions, seeded)]
+
+
+def prediction_lines(generator, spider, batch: list, decoding: Decoding = Decoding()) -> list[dict]:
+    lines = []
+    for example, generation in zip(batch, generations(generator, spider, batch, decoding)):
+        line = {
             "id": example.id,
             "db_id": example.db_id,
             "question": example.question,
@@ -56,12 +80,28 @@ def prediction_lines(generator, spider, batch: list) -> list[dict]:
             "prompt_tokens": generation.prompt_tokens,
             "warnings": generation.warnings,
             "model": generation.model,
+            "decoding": decoding.as_dict(),
         }
-        for example, generation in zip(batch, generations)
-    ]
+        if not decoding.is_greedy:
+            line["candidates"] = [c.as_dict() for c in generation.candidates]
+            line["repair"] = generation.repair.as_dict() if generation.repair else None
+        lines.append(line)
+    return lines
 
 
-def generate_predictions(model: str, spider, split: str, out: Path, limit: int | None, batch_size: int) -> Path:
+def check_same_decoding(done: list[dict], decoding: Decoding, path: Path) -> None:
+    """Refuse to add to predictions made another way (lines without a decoding were greedy)."""
+    for line in done:
+        if line.get("decoding", {"mode": GREEDY}) != decoding.as_dict():
+            raise SystemExit(
+                f"{path} holds predictions made with decoding {line.get('decoding')}, not {decoding.as_dict()}; "
+                "choose another --out."
+            )
+
+
+def generate_predictions(
+    model: str, spider, split: str, out: Path, limit: int | None, batch_size: int, decoding: Decoding = Decoding()
+) -> Path:
     from tqdm import tqdm
 
     from evaluation.score import read_predictions
@@ -69,6 +109,7 @@ def generate_predictions(model: str, spider, split: str, out: Path, limit: int |
 
     path = out / "predictions.jsonl"
     done = read_predictions(path) if path.exists() else []
+    check_same_decoding(done, decoding, path)
     # Rewrite without a line cut short by an interrupted run, so appends start on a fresh line.
     path.write_text("".join(json.dumps(p) + "\n" for p in done))
     todo = pending_examples(spider, split, {p["id"] for p in done}, limit)
@@ -80,7 +121,7 @@ def generate_predictions(model: str, spider, split: str, out: Path, limit: int |
         tqdm(total=len(todo), desc=f"generating ({len(done)} done before)", unit="q") as bar,
     ):
         for batch in batches(todo, batch_size):
-            handle.writelines(json.dumps(line) + "\n" for line in prediction_lines(generator, spider, batch))
+            handle.writelines(json.dumps(line) + "\n" for line in prediction_lines(generator, spider, batch, decoding))
             handle.flush()
             bar.update(len(batch))
     return path
@@ -96,6 +137,12 @@ def make_parser() -> argparse.ArgumentParser:
         "--spider", default=None, help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)"
     )
     parser.add_argument("--batch-size", type=int, default=16, help="questions per generate call (one database each)")
+    parser.add_argument("--mode", choices=MODES, default=GREEDY, help="greedy, or best-of-k (text2sql.selection)")
+    parser.add_argument("--k", type=int, default=None, help="best-of-k: candidates per question (default: setting best_of_k)")
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="best-of-k: sampling temperature (default: setting)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="best-of-k: base seed of the draws")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per query when scoring")
     parser.add_argument("--workers", type=int, default=2, help="scoring processes")
@@ -111,10 +158,11 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    decoding = Decoding.from_mode(args.mode, args.k, args.temperature, args.seed)
     out = Path(args.out or Path("results") / args.model)
     out.mkdir(parents=True, exist_ok=True)
     spider = Spider(args.spider)
-    path = generate_predictions(args.model, spider, args.split, out, args.limit, args.batch_size)
+    path = generate_predictions(args.model, spider, args.split, out, args.limit, args.batch_size, decoding)
     metrics = score_to_folder(path, out, args.spider, args.split, args.model, args.timeout, args.workers)
     print(f"{args.model}: n = {metrics['n']}  EX {100 * metrics['ex']:.1f}%  EM {100 * metrics['em']:.1f}%  -> {out}")
 

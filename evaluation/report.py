@@ -7,6 +7,7 @@ Rates are fractions in [0, 1] with 95% Wilson intervals; ``n`` is the number of 
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import numpy
@@ -47,7 +48,30 @@ def _latency(items: list[dict]) -> dict:
     return {"p50": round(float(numpy.percentile(values, 50)), 1), "p95": round(float(numpy.percentile(values, 95)), 1)}
 
 
-def build_metrics(items: list[dict], model: str, split: str) -> dict:
+def run_decoding(predictions: list[dict]) -> dict | None:
+    """How the predictions were made (``evaluate`` records it on every line); None when no
+    line says. Lines that disagree are an error: one run, one decoding."""
+    recorded = {json.dumps(p["decoding"], sort_keys=True) for p in predictions if p.get("decoding")}
+    if len(recorded) > 1:
+        raise ValueError(f"The predictions were made with different decodings: {sorted(recorded)}")
+    return json.loads(recorded.pop()) if recorded else None
+
+
+def selection_summary(predictions: list[dict]) -> dict | None:
+    """Best-of-k runs: how many candidates ran, and how often the repair round was needed and worked."""
+    picked = [p for p in predictions if p.get("candidates") is not None]
+    if not picked:
+        return None
+    candidates = [c for p in picked for c in p["candidates"]]
+    repairs = [p["repair"] for p in picked if p.get("repair")]
+    return {
+        "candidates_ran_rate": round(sum(c["error"] is None for c in candidates) / len(candidates), 6),
+        "questions_without_a_running_candidate": len(repairs),
+        "repairs_that_ran": sum(r["error"] is None for r in repairs),
+    }
+
+
+def build_metrics(items: list[dict], model: str, split: str, predictions: list[dict] = ()) -> dict:
     ex, ex_ci = rate_with_ci([i["ex"] for i in items])
     em, em_ci = rate_with_ci([i["em"] for i in items])
     chatty = [i["chatty"] for i in items if i["chatty"] is not None]
@@ -71,6 +95,8 @@ def build_metrics(items: list[dict], model: str, split: str) -> dict:
         "latency_ms": _latency(items),
         "model": model,
         "split": split,
+        "decoding": run_decoding(list(predictions)),
+        "selection": selection_summary(list(predictions)),
         "evaluator_version": EVALUATOR_VERSION,
     }
 
@@ -143,13 +169,15 @@ def report_markdown(metrics: dict, items: list[dict], context: dict, predictions
         f"| predictions outside Spider's SQL subset (EM 0 by rule) | {em_refused} |",
         "| generation latency per question, p50 / p95 (ms) "
         f"| {_number(metrics['latency_ms']['p50'])} / {_number(metrics['latency_ms']['p95'])} |",
+        f"| decoding | {_decoding_text(metrics.get('decoding'))} |",
+        *_selection_rows(metrics.get("selection")),
         "",
         "EX: the test-suite evaluator's execution match on the single dev database, DISTINCT kept,",
         "no value plugging; rows as bags, in order only when the gold SQL contains `order by`;",
         "columns may be permuted; a prediction that fails scores 0; every query ran in the sandbox",
         f"with a {context['timeout_s']:g} s limit. EM: Spider's exact set match (values and DISTINCT",
-        "ignored, foreign-key columns identified). Latency: a batch's generation time divided by its",
-        "size. Intervals: 95% Wilson.",
+        "ignored, foreign-key columns identified). Latency: a batch's time divided by its size",
+        "(generation; in best-of-k also the candidates' checks and the repair round). Intervals: 95% Wilson.",
         "",
         "## Known differences from the official EM",
         "",
@@ -162,6 +190,28 @@ def report_markdown(metrics: dict, items: list[dict], context: dict, predictions
         "",
     ]
     return "\n".join(lines)
+
+
+def _decoding_text(decoding: dict | None) -> str:
+    if not decoding:
+        return "not recorded"
+    if decoding["mode"] == "greedy":
+        return "greedy"
+    text = (f"best of {decoding['k']}: the greedy answer + {decoding['k'] - 1} drawn at temperature "
+            f"{decoding['temperature']:g} (seed {decoding['seed']} + each batch's first id), majority vote over results")
+    if decoding.get("first_k_of"):
+        text += f"; the first {decoding['k']} candidates of `{decoding['first_k_of']}`"
+    return text
+
+
+def _selection_rows(selection: dict | None) -> list[str]:
+    if not selection:
+        return []
+    return [
+        f"| candidates that ran | {_pct(selection['candidates_ran_rate'])}% |",
+        f"| questions where no candidate ran (repair round) | {selection['questions_without_a_running_candidate']} |",
+        f"| ... of which the repaired query ran | {selection['repairs_that_ran']} |",
+    ]
 
 
 def chart(metrics: dict, items: list[dict], total: int):

@@ -156,7 +156,7 @@ def score_to_folder(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_scored(items, out / "scored.jsonl")
-    metrics = build_metrics(items, model=model, split=split)
+    metrics = build_metrics(items, model=model, split=split, predictions=predictions)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_report(out, metrics, items, context, predictions_path)
     return metrics

@@ -124,3 +124,30 @@ def test_console_script_is_installed(awkward_db):
     )
     assert result.returncode == 0, result.stderr
     assert "1 row" in result.stdout
+
+
+def test_ask_best_of_k_votes_and_says_how(awkward_db, fake_model, capsys):
+    fake_model.enqueue(("SELECT name FROM person WHERE id = 1", -0.1), ("SELECT nme FROM person", -0.2),
+                       ("SELECT name FROM person WHERE born > 1989", -2.0), ("SELECT name FROM person WHERE id < 2", -3.0))
+    assert main(["ask", "--db", str(awkward_db), "--mode", "best-of-k", "--k", "4", "--temperature", "0.5",
+                 "Who was born last?"]) == 0
+    assert fake_model.calls == [("sample", 1, 4)]
+    captured = capsys.readouterr()
+    assert captured.out.startswith("SELECT name FROM person WHERE id = 1\n") and "Ann" in captured.out
+    assert "note: Best of 4 (temperature 0.5): 3 of 4 candidates ran, 3 of them agree on this result." in captured.err
+
+
+def test_ask_best_of_k_json_lists_the_candidates(awkward_db, fake_model, capsys):
+    fake_model.enqueue("SELECT nme FROM person", "SELECT nmae FROM person", "SELECT name FROM person WHERE id = 2")
+    assert main(["ask", "--db", str(awkward_db), "--mode", "best-of-k", "--k", "2", "--json", "Who?"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["decoding"] == {"mode": "best-of-k", "k": 2, "temperature": 0.8, "seed": 0}
+    assert [c["sql"] for c in payload["candidates"]] == ["SELECT nme FROM person", "SELECT nmae FROM person"]
+    assert all(c["error"].startswith("no such column") for c in payload["candidates"])
+    assert payload["repair"]["sql"] == payload["sql"] == "SELECT name FROM person WHERE id = 2"
+    assert payload["rows"] == [["Bob"]]
+
+
+def test_ask_with_a_bad_k_exits_1(awkward_db, fake_model, capsys):
+    assert main(["ask", "--db", str(awkward_db), "--mode", "best-of-k", "--k", "1", "Who?"]) == 1
+    assert "Best-of-k needs k between 2 and 32, not 1." in capsys.readouterr().err

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from evaluation.execution import candidate_permutations, execution_match, order_matters, results_match
+from evaluation.execution import execution_match, order_matters
+from text2sql.results import candidate_permutations, results_match
 from tests.conftest import build_db
 
 

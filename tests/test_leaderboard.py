@@ -36,7 +36,8 @@ def metrics(ex, em, *, model, n=972, per_hardness_ex=(0.8, 0.6, 0.4, 0.2)):
 def results_dir(tmp_path):
     runs = {
         "qwen-base": metrics(0.512, 0.301, model="qwen2.5-coder-0.5b"),
-        "qwen-lora": metrics(0.634, 0.455, model="qwen2.5-coder-0.5b-spider", per_hardness_ex=(0.9, 0.7, 0.5, 0.3)),
+        "qwen-lora": {**metrics(0.634, 0.455, model="qwen2.5-coder-0.5b-spider", per_hardness_ex=(0.9, 0.7, 0.5, 0.3)),
+                      "decoding": {"mode": "best-of-k", "k": 8, "temperature": 0.8, "seed": 0}},
         "smollm2": metrics(0.031, 0.010, model="smollm2-135m", per_hardness_ex=(0.05, 0.03, 0.0, 0.0)),
     }
     for run, data in runs.items():
@@ -75,6 +76,7 @@ def test_table_has_one_row_per_run_best_first_in_percent(results_dir):
     assert best["chatty %"] == 5.0 and best["valid SQL %"] == 97.0
     assert [best[f"{level} EX %"] for level in ("easy", "medium", "hard", "extra")] == [90.0, 70.0, 50.0, 30.0]
     assert best["n"] == 972
+    assert list(table["decoding"]) == ["best of 8 (T 0.8)", "", ""]  # runs that didn't record it show nothing
 
 
 def test_table_tolerates_missing_fields(tmp_path):

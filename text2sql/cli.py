@@ -4,6 +4,7 @@
     text2sql ask --schema "Table: users
     Columns: id, name, age" "How many users are older than 30?"
     text2sql ask --db my.db --json "..."        # {"sql", "raw", "chatty", "model", ...}
+    text2sql ask --db my.db --mode best-of-k --k 4 "..."   # 4 candidates, checked, voted (text2sql.selection)
     text2sql run-sql --db my.db "SELECT count(*) FROM singer"
     text2sql models
 
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 from text2sql.errors import Text2SQLError
+from text2sql.selection import GREEDY, MODES
 
 
 EXIT_OK, EXIT_INPUT, EXIT_QUERY = 0, 1, 2
@@ -51,9 +53,11 @@ def _load_database(args):
 
 def cmd_ask(args) -> int:
     from text2sql.pipeline import ask
+    from text2sql.selection import Decoding, how_chosen
 
+    decoding = Decoding.from_mode(args.mode, args.k, args.temperature)
     database = _load_database(args)
-    answer = ask(database, args.question, model=args.model)
+    answer = ask(database, args.question, model=args.model, decoding=decoding)
     generation, result = answer.generation, answer.result
     if args.json:
         payload = {
@@ -67,10 +71,16 @@ def cmd_ask(args) -> int:
             "truncated": result.truncated,
             "error": result.error,
         }
+        if not decoding.is_greedy:  # the greedy payload stays as documented
+            payload["decoding"] = decoding.as_dict()
+            payload["candidates"] = [c.as_dict() for c in generation.candidates]
+            payload["repair"] = generation.repair.as_dict() if generation.repair else None
         print(json.dumps(payload, ensure_ascii=False, default=str))
     else:
         for warning in generation.warnings:
             print(f"warning: {warning}", file=sys.stderr)
+        if not decoding.is_greedy:
+            print(f"note: {how_chosen(decoding, generation.candidates, generation.repair)}", file=sys.stderr)
         print(generation.sql or "(no SQL)")
         if result.ok and database.has_data:
             print()
@@ -144,6 +154,12 @@ def make_parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", help="write SQL for a question (and run it on --db)")
     _add_source(ask)
     ask.add_argument("--model", help="registry model name (see `text2sql models`); default: the registry's default")
+    ask.add_argument("--mode", choices=MODES, default=GREEDY,
+                     help="greedy (fast), or best-of-k: k candidates checked in the sandbox, the answer chosen by a "
+                          "vote over their results")
+    ask.add_argument("--k", type=int, default=None, help="best-of-k: candidates (default: setting best_of_k, 4)")
+    ask.add_argument("--temperature", type=float, default=None,
+                     help="best-of-k: sampling temperature (default: setting sampling_temperature, 0.8)")
     ask.add_argument("question")
     ask.set_defaults(handler=cmd_ask)
 

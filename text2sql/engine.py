@@ -8,15 +8,20 @@ base's memory. Tests and UI work register a fake backend (``register_backend``).
 
 Decoding is greedy unless the registry entry says otherwise, and stops at the end of the
 first SQL statement (``text2sql.sqlout.sql_is_complete``) or the end-of-turn token.
+``sample`` gives k candidates per prompt (the greedy one, then k - 1 drawn at a temperature)
+with each one's log-likelihood, all decoded together after one pass over the shared prompt
+(``text2sql.selection`` picks among them).
 
     from text2sql.engine import load_generator
     gen = load_generator("qwen2.5-coder-0.5b")
     print(gen.generate([messages])[0])
+    print(gen.sample([messages], k=4, temperature=0.8, seed=0)[0])   # [Sample(text, logprob, tokens), ...]
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +33,21 @@ from text2sql.settings import get_settings
 from text2sql.sqlout import sql_is_complete
 
 
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One candidate completion."""
+
+    text: str
+    logprob: float
+    """Sum of the model's log-probabilities of the completion's tokens (at temperature 1,
+    whatever temperature drew them): the sequence log-likelihood."""
+    token_ids: tuple[int, ...]
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_ids)
+
+
 class SQLGenerator(Protocol):
     spec: ModelSpec
     origin: str
@@ -37,6 +57,8 @@ class SQLGenerator(Protocol):
     def count_tokens(self, messages: Messages) -> int: ...
 
     def generate(self, prompts: list[Messages], **overrides) -> list[str]: ...
+
+    def sample(self, prompts: list[Messages], k: int, temperature: float, seed: int) -> list[list[Sample]]: ...
 
 
 BACKENDS: dict[str, Callable[[ModelSpec], SQLGenerator]] = {}
@@ -206,7 +228,7 @@ class TransformersGenerator:
         greedy = set(settings) <= {"max_new_tokens", "do_sample"} and not settings["do_sample"]
         with self.base.using(self.adapter_name) as model, torch.inference_mode():
             if reuse_prefix and greedy and shared >= MIN_REUSED_PREFIX:
-                new_tokens = self._greedy_after_prefix(model, token_ids, shared, settings["max_new_tokens"])
+                new_tokens, _ = self._decode_after_prefix(model, token_ids, shared, settings["max_new_tokens"])
             else:
                 new_tokens = self._plain_generate(model, token_ids, settings)
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
@@ -230,16 +252,51 @@ class TransformersGenerator:
         output = model.generate(**batch, generation_config=config, stopping_criteria=stop)
         return output[:, prompt_length:]
 
-    def _greedy_after_prefix(
-        self, model, token_ids: list[list[int]], shared: int, max_new_tokens: int
-    ) -> list[list[int]]:
-        """Greedy decoding of every prompt, starting from the cached KV of their first ``shared`` tokens.
+    def sample(self, prompts: list[Messages], k: int, temperature: float, seed: int) -> list[list[Sample]]:
+        """``k`` completions of each prompt: the greedy one first, then ``k - 1`` sampled at
+        ``temperature`` (a seeded draw: the same call gives the same samples).
+
+        One decoding batch serves them all: the prompts' shared prefix comes from the prefix
+        store (computed once per schema), each prompt's own tokens are run once, and then
+        ``len(prompts) * k`` rows decode together, each leaving the batch when it is done.
+        """
+        import torch
+
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}.")
+        token_ids = [self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"] for m in prompts]
+        shared = _common_prefix_length(token_ids)
+        with self.base.using(self.adapter_name) as model, torch.inference_mode():
+            rows, logprobs = self._decode_after_prefix(
+                model, token_ids, shared, self.max_new_tokens, copies=k, temperature=temperature, seed=seed
+            )
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        samples = [Sample(text, logprob, tuple(row)) for text, logprob, row in zip(texts, logprobs, rows)]
+        return [samples[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+    def _decode_after_prefix(
+        self,
+        model,
+        token_ids: list[list[int]],
+        shared: int,
+        max_new_tokens: int,
+        *,
+        copies: int = 1,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> tuple[list[list[int]], list[float]]:
+        """New tokens and their summed log-probabilities for ``copies`` outputs per prompt
+        (output ``i * copies`` greedy, the others sampled at ``temperature``), starting from
+        the cached KV of the prompts' first ``shared`` tokens.
 
         The rows are [shared prefix][padding][rest of the prompt]: the prefix sits at the same
         positions in every row, so one cache serves them all; the padding is masked out and
-        skipped when numbering positions. A row stops as ``generate`` would (end-of-turn
-        token, end of the first SQL statement, or ``max_new_tokens``) and then leaves the
-        batch, so the others decode without carrying it.
+        skipped when numbering positions. A row of the batch carries every output that has
+        written the same tokens so far, and forks (its cache copied) only when their next
+        tokens differ: the outputs of one prompt start as one row, and candidates that agree
+        (most of them, at moderate temperatures) cost one row, not one each. A row stops as
+        ``generate`` would (end-of-turn token, end of the first SQL statement, or
+        ``max_new_tokens``) and then leaves the batch.
         """
         import torch
 
@@ -252,36 +309,41 @@ class TransformersGenerator:
         inputs = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
         mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
         positions = (mask.cumsum(-1) - 1)[:, shared:]
-        rows = list(range(len(token_ids)))  # which prompt each row of the batch is
-        outputs: list[list[int]] = [[] for _ in token_ids]
+        logits = self._next_logits(model, inputs, mask, positions, cache)
+        rows = [list(range(i * copies, (i + 1) * copies)) for i in range(len(token_ids))]  # outputs per row
+        pick = _TokenPicker(copies, temperature, seed)
+        outputs: list[list[int]] = [[] for _ in range(len(token_ids) * copies)]
+        logprobs = [0.0] * len(outputs)
         for step in range(max_new_tokens):
-            logits = model(
-                input_ids=inputs,
-                attention_mask=mask,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1]
-            chosen = logits.argmax(-1)
-            keep = []
-            for slot, (row, token) in enumerate(zip(rows, chosen.tolist())):
-                outputs[row].append(token)
+            parents, tokens, next_rows = [], [], []
+            for parent, token, token_logprob, members in pick(logits, rows):
+                for output in members:
+                    outputs[output].append(token)
+                    logprobs[output] += token_logprob
                 if token != self.tokenizer.eos_token_id and not sql_is_complete(
-                    self.tokenizer.decode(outputs[row], skip_special_tokens=True)
+                    self.tokenizer.decode(outputs[members[0]], skip_special_tokens=True)
                 ):
-                    keep.append(slot)
-            if not keep or step + 1 == max_new_tokens:
+                    parents.append(parent)
+                    tokens.append(token)
+                    next_rows.append(members)
+            if not next_rows or step + 1 == max_new_tokens:
                 break
-            if len(keep) < len(rows):
-                index = torch.tensor(keep, device=device)
+            if parents != list(range(len(rows))):  # rows finished or forked
+                index = torch.tensor(parents, device=device)
                 cache.batch_select_indices(index)
-                mask, chosen, positions = mask[index], chosen[index], positions[index]
-                rows = [rows[k] for k in keep]
-            inputs = chosen[:, None]
+                mask, positions = mask[index], positions[index]
+            rows = next_rows
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
             positions = positions[:, -1:] + 1
-        return outputs
+            logits = self._next_logits(model, torch.tensor(tokens, device=device)[:, None], mask, positions, cache)
+        return outputs, logprobs
+
+    @staticmethod
+    def _next_logits(model, inputs, mask, positions, cache):
+        """The next-token logits of each row after feeding ``inputs`` (the cache grows)."""
+        return model(
+            input_ids=inputs, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+        ).logits[:, -1]
 
     def _prefix_cache(self, model, prefix: list[int]):
         """A fresh DynamicCache holding ``prefix``'s keys and values, built on the longest
@@ -289,6 +351,8 @@ class TransformersGenerator:
         import torch
         from transformers import DynamicCache
 
+        if not prefix:  # prompts with nothing in common: nothing to cache or store
+            return DynamicCache(config=self.base.model.config)
         reused, stored = self.prefixes.longest_match(prefix)
         # Slices of the stored tensors: the cache copies them on its first update, so the
         # store is never written to.
@@ -299,6 +363,52 @@ class TransformersGenerator:
             model(input_ids=rest, cache=cache, use_cache=True, logits_to_keep=1)  # logits of the prefix aren't needed
         self.prefixes.add(prefix, [(layer.keys, layer.values) for layer in cache.layers])
         return cache
+
+
+class _TokenPicker:
+    """Chooses the next token of every output a row carries: the argmax for greedy outputs
+    (``output % copies == 0``, or all of them at temperature 0), an independent draw at
+    ``temperature`` for the others (one generator, seeded once per call)."""
+
+    def __init__(self, copies: int, temperature: float, seed: int):
+        import torch
+
+        self.copies = copies
+        self.temperature = temperature
+        self.random = torch.Generator().manual_seed(seed)
+
+    def _sampled(self, output: int) -> bool:
+        return self.temperature > 0 and output % self.copies != 0
+
+    def __call__(self, logits, rows: list[list[int]]):
+        """(row, token, the token's log-probability at temperature 1, outputs that chose it)
+        for each distinct choice within each row, in row order."""
+        import torch
+
+        logits = logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        greedy = logits.argmax(-1).tolist()
+        draws = self._draws(logits, rows)
+        choices = []
+        for row, members in enumerate(rows):
+            drawn = iter(draws.get(row, []))
+            by_token: dict[int, list[int]] = {}
+            for output in members:
+                by_token.setdefault(next(drawn) if self._sampled(output) else greedy[row], []).append(output)
+            choices += [(row, token, logprobs[row, token].item(), chosen) for token, chosen in by_token.items()]
+        return choices
+
+    def _draws(self, logits, rows: list[list[int]]) -> dict[int, list[int]]:
+        """Row -> one draw per sampled output it carries, from one batched ``multinomial``."""
+        import torch
+
+        wanted = {row: sum(map(self._sampled, members)) for row, members in enumerate(rows)}
+        wanted = {row: n for row, n in wanted.items() if n}
+        if not wanted:
+            return {}
+        probabilities = torch.softmax(logits[list(wanted)].to("cpu") / self.temperature, dim=-1)
+        drawn = torch.multinomial(probabilities, max(wanted.values()), replacement=True, generator=self.random)
+        return {row: drawn[i, :n].tolist() for i, (row, n) in enumerate(wanted.items())}
 
 
 MIN_REUSED_PREFIX = 16

@@ -4,7 +4,8 @@ An evaluation run writes ``results/<run>/metrics.json`` (see ``python -m evaluat
 
     {"n", "ex", "em", "chatty_rate", "valid_sql_rate", "ex_ci95": [lo, hi], "em_ci95",
      "per_hardness": {"easy": {"n", "ex", "em"}, "medium": ..., "hard": ..., "extra": ...},
-     "latency_ms": {"p50", "p95"}, "model", "split", "evaluator_version"}
+     "latency_ms": {"p50", "p95"}, "model", "split", "evaluator_version",
+     "decoding": {"mode", "k", "temperature", "seed"} or null, "selection": {...} or null}
 
 with rates as fractions in [0, 1]. The app's Compare tab and the evaluation reports both
 read it through here:
@@ -28,7 +29,7 @@ from matplotlib.figure import Figure
 
 
 HARDNESS = ("easy", "medium", "hard", "extra")
-_COLUMNS = ["run", "model", "n", "EX %", "EX 95% CI", "EM %", "chatty %", "valid SQL %"] + [
+_COLUMNS = ["run", "model", "decoding", "n", "EX %", "EX 95% CI", "EM %", "chatty %", "valid SQL %"] + [
     f"{level} EX %" for level in HARDNESS
 ]
 
@@ -67,6 +68,15 @@ def _ci_text(ci) -> str:
     return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" if ci else ""
 
 
+def decoding_label(decoding: dict | None) -> str:
+    """"greedy", "best of 8 (T 0.8)", or "" when the run didn't record how it decoded."""
+    if not decoding:
+        return ""
+    if decoding.get("mode") != "best-of-k":
+        return str(decoding.get("mode", ""))
+    return f"best of {decoding.get('k')} (T {decoding.get('temperature'):g})"
+
+
 def leaderboard_table(results: list[dict]) -> pd.DataFrame:
     """One row per run, best execution accuracy first; rates in percent (1 decimal)."""
     rows = []
@@ -75,6 +85,7 @@ def leaderboard_table(results: list[dict]) -> pd.DataFrame:
         row = {
             "run": result["run"],
             "model": result.get("model", ""),
+            "decoding": decoding_label(result.get("decoding")),
             "n": result.get("n"),
             "EX %": _percent(result.get("ex")),
             "EX 95% CI": _ci_text(result.get("ex_ci95")),

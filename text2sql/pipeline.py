@@ -4,6 +4,7 @@
     db = Database.from_file("concert_singer.sqlite")
     answer = ask(db, "How many singers do we have?")
     print(answer.generation.sql, answer.result.rows)
+    answer = ask(db, "How many singers do we have?", decoding=Decoding.best_of(4))   # text2sql.selection
 
 ``Database`` pairs what the model sees (``schema``) with where SQL may run (``sandbox``):
 a SQLite file (optionally privately copied first, for uploads) or a pasted schema
@@ -18,10 +19,18 @@ import time
 from pathlib import Path
 
 from text2sql.engine import SQLGenerator, load_generator
-from text2sql.prompt import build_messages, fit_schema
 from text2sql.errors import DatabaseFileError
+from text2sql.prompt import Messages, build_messages, fit_schema
 from text2sql.sandbox import QueryResult, Sandbox, check_database_file, is_wal_mode, private_copy
 from text2sql.schema import Schema, parse_schema_text
+from text2sql.selection import (
+    Candidate,
+    Decoding,
+    check_candidates,
+    choose,
+    most_likely_failure,
+    repair_prompt,
+)
 from text2sql.settings import Settings, get_settings
 from text2sql.sqlout import extract_sql
 
@@ -77,22 +86,45 @@ class Generation:
     """Time spent generating (for a batch: its share of the batch's time)."""
     prompt_tokens: int
     warnings: list[str] = dataclasses.field(default_factory=list)
+    decoding: Decoding = Decoding()
+    candidates: list[Candidate] = dataclasses.field(default_factory=list)
+    """Best-of-k: every candidate, checked (``votes``, ``error``), in the order drawn."""
+    repair: Candidate | None = None
+    """Best-of-k: the repair round's candidate, when no candidate ran."""
+
+
+@dataclasses.dataclass
+class Answer:
+    generation: Generation
+    result: QueryResult
+
+
+@dataclasses.dataclass
+class _Prompt:
+    schema: Schema
+    """The schema as the prompt shows it (trimmed to fit the model's context)."""
+    messages: Messages
+    warnings: list[str]
+    tokens: int
+
+
+def _prompts(generator: SQLGenerator, schema: Schema, questions: list[str]) -> list[_Prompt]:
+    prompts = []
+    for question in questions:
+        fitted, warnings = fit_schema(schema, question, generator.count_tokens, generator.max_prompt_tokens)
+        messages = build_messages(fitted, question)
+        prompts.append(_Prompt(fitted, messages, list(schema.notes) + warnings, generator.count_tokens(messages)))
+    return prompts
 
 
 def generate_sql_batch(generator: SQLGenerator, schema: Schema, questions: list[str], **overrides) -> list[Generation]:
     """SQL for several questions about one schema, in one batched ``generate`` call."""
-    prompts, notes, lengths = [], [], []
-    for question in questions:
-        fitted, warnings = fit_schema(schema, question, generator.count_tokens, generator.max_prompt_tokens)
-        messages = build_messages(fitted, question)
-        prompts.append(messages)
-        notes.append(list(schema.notes) + warnings)
-        lengths.append(generator.count_tokens(messages))
+    prompts = _prompts(generator, schema, questions)
     started = time.perf_counter()
-    raws = generator.generate(prompts, **overrides)
+    raws = generator.generate([p.messages for p in prompts], **overrides)
     share = (time.perf_counter() - started) * 1000 / max(1, len(questions))
     generations = []
-    for raw, warnings, length in zip(raws, notes, lengths):
+    for raw, prompt in zip(raws, prompts):
         extracted = extract_sql(raw)
         generations.append(
             Generation(
@@ -101,11 +133,82 @@ def generate_sql_batch(generator: SQLGenerator, schema: Schema, questions: list[
                 chatty=extracted.chatty,
                 model=generator.spec.name,
                 execution_time_ms=round(share, 1),
-                prompt_tokens=length,
-                warnings=warnings,
+                prompt_tokens=prompt.tokens,
+                warnings=prompt.warnings,
             )
         )
     return generations
+
+
+def answer_batch(
+    generator: SQLGenerator, database: Database, questions: list[str], decoding: Decoding = Decoding()
+) -> list[Answer]:
+    """SQL for several questions about one database, and what each returns.
+
+    Greedy: one batched ``generate``, then each query runs. Best-of-k
+    (``text2sql.selection``): ``decoding.k`` candidates per question from one batched
+    ``sample``, then ``select_answers``. ``execution_time_ms`` is each question's share of
+    the whole time, checks and repair included.
+    """
+    if decoding.is_greedy:
+        generations = generate_sql_batch(generator, database.schema, questions)
+        return [Answer(g, _result_of(database, g.sql)) for g in generations]
+    started = time.perf_counter()
+    prompts = _prompts(generator, database.schema, questions)
+    samples = generator.sample([p.messages for p in prompts], decoding.k, decoding.temperature, decoding.seed)
+    candidates = [[Candidate.from_sample(s) for s in per_question] for per_question in samples]
+    answers = select_answers(generator, database, questions, candidates, decoding, prompts)
+    share = round((time.perf_counter() - started) * 1000 / max(1, len(questions)), 1)
+    for answer in answers:
+        answer.generation.execution_time_ms = share
+    return answers
+
+
+def select_answers(
+    generator: SQLGenerator,
+    database: Database,
+    questions: list[str],
+    candidates: list[list[Candidate]],
+    decoding: Decoding,
+    prompts: list[_Prompt] | None = None,
+) -> list[Answer]:
+    """Each question's answer from its candidates: every candidate checked in the sandbox, the
+    vote's pick, or, where none ran, one repair round (one batched call for all of them)."""
+    prompts = prompts or _prompts(generator, database.schema, questions)
+    for prompt, per_question in zip(prompts, candidates):
+        check_candidates(per_question, prompt.schema, database.sandbox, database.has_data)
+    chosen = [choose(per_question) for per_question in candidates]
+    repairs = _repair(generator, database, questions, prompts, candidates, chosen)
+    answers = []
+    for prompt, per_question, pick, repair in zip(prompts, candidates, chosen, repairs):
+        final = pick or (repair if repair and repair.sql else most_likely_failure(per_question))
+        generation = Generation(
+            sql=final.sql, raw=final.raw, chatty=final.chatty, model=generator.spec.name, execution_time_ms=0.0,
+            prompt_tokens=prompt.tokens, warnings=prompt.warnings, decoding=decoding, candidates=per_question,
+            repair=repair,
+        )
+        result = final.result if final.ran else QueryResult(columns=[], rows=[], error=final.error)
+        answers.append(Answer(generation, result))
+    return answers
+
+
+def _repair(generator, database, questions, prompts, candidates, chosen) -> list[Candidate | None]:
+    """One greedy repair per question whose candidates all failed (one batched call), checked."""
+    failed = [i for i, pick in enumerate(chosen) if pick is None]
+    repairs: list[Candidate | None] = [None] * len(questions)
+    if not failed:
+        return repairs
+    messages = [repair_prompt(prompts[i].schema, questions[i], most_likely_failure(candidates[i])) for i in failed]
+    for i, samples in zip(failed, generator.sample(messages, 1, 0.0, 0)):
+        repairs[i] = Candidate.from_sample(samples[0])
+        check_candidates([repairs[i]], prompts[i].schema, database.sandbox, database.has_data)
+    return repairs
+
+
+def _result_of(database: Database, sql: str) -> QueryResult:
+    if not sql:
+        return QueryResult(columns=[], rows=[], error="The model did not write a SQL query.")
+    return run_or_check(database, sql)
 
 
 def generate_sql(schema: Schema, question: str, model: str | None = None) -> Generation:
@@ -113,12 +216,6 @@ def generate_sql(schema: Schema, question: str, model: str | None = None) -> Gen
     if not question or not question.strip():
         raise ValueError("The question is empty.")
     return generate_sql_batch(load_generator(model), schema, [question])[0]
-
-
-@dataclasses.dataclass
-class Answer:
-    generation: Generation
-    result: QueryResult
 
 
 def run_or_check(database: Database, sql: str) -> QueryResult:
@@ -130,10 +227,8 @@ def run_or_check(database: Database, sql: str) -> QueryResult:
     return QueryResult(columns=[], rows=[], elapsed_ms=(time.perf_counter() - started) * 1000, error=error)
 
 
-def ask(database: Database, question: str, model: str | None = None) -> Answer:
-    generation = generate_sql(database.schema, question, model)
-    if not generation.sql:
-        result = QueryResult(columns=[], rows=[], error="The model did not write a SQL query.")
-    else:
-        result = run_or_check(database, generation.sql)
-    return Answer(generation=generation, result=result)
+def ask(database: Database, question: str, model: str | None = None, decoding: Decoding = Decoding()) -> Answer:
+    """The SQL for ``question`` (model None: the registry's default) and what it returns."""
+    if not question or not question.strip():
+        raise ValueError("The question is empty.")
+    return answer_batch(load_generator(model), database, [question], decoding)[0]

@@ -5,6 +5,11 @@ call, so the model is always asked the same way it was trained (a test renders b
 paths and compares the text). The schema goes first and the question last, so every
 question about one database shares the same prompt prefix (its KV cache can be reused).
 
+``build_repair_messages`` continues that conversation after a query failed: the model's
+query as its turn, then the SQLite error and a request for a corrected query (best-of-k's
+repair round, ``text2sql.selection``). It starts with the same tokens as the first prompt,
+so the schema's cached KV serves it too.
+
 ``fit_schema`` keeps long schemas inside the model's context: it measures the prompt
 with the model's own token counter and trims sample values first, then the tables least
 related to the question, and says what it dropped.
@@ -36,6 +41,21 @@ def build_messages(schema: Schema, question: str) -> Messages:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": user_message(schema, question)},
+    ]
+
+
+REPAIR_REQUEST = (
+    "Running that query failed: {error}\n"
+    "Write a corrected SQLite query that answers the question. "
+    "Reply with the SQL query only: no explanation and no markdown."
+)
+
+
+def build_repair_messages(schema: Schema, question: str, failed_sql: str, error: str) -> Messages:
+    """``build_messages`` followed by the failed query and its error, asking for a fix."""
+    return build_messages(schema, question) + [
+        {"role": "assistant", "content": failed_sql.strip()},
+        {"role": "user", "content": REPAIR_REQUEST.format(error=error.strip())},
     ]
 
 

@@ -61,6 +61,12 @@ class Settings:
     """Weights dtype on CPU: "auto" (bf16 where the CPU has AVX512-BF16/AMX, else fp32), "bfloat16" or "float32"."""
     max_new_tokens: int = 256
     """Tokens generated at most for one SQL answer."""
+    best_of_k: int = 4
+    """Candidates per question in best-of-k mode (the first is the greedy answer)."""
+    sampling_temperature: float = 0.8
+    """Temperature the other best-of-k candidates are drawn at."""
+    candidate_timeout_s: float = 2.0
+    """Time limit for running one best-of-k candidate (several run per question)."""
 
     # Serving.
     max_question_chars: int = 2_000

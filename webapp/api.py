@@ -3,9 +3,12 @@
 gradio_client (``register_client_api``, inside the Blocks): ``/generate_sql``, ``/run_sql``,
 ``/ask``, ``/compare``. Each takes ``schema`` text or a ``database`` file
 (``handle_file(path)``); bad input raises ``gradio_client.exceptions.AppError`` with a
-plain message; a refused or failing query is a result with ``"error"`` set.
+plain message; a refused or failing query is a result with ``"error"`` set. The three that
+write SQL take ``mode``: ``"greedy"`` (default) or ``"best-of-k"`` (``text2sql.selection``,
+k from the server's ``best_of_k`` setting); ``/ask`` and ``/compare`` then also return the
+``candidates``.
 
-REST (``create_app``): ``POST /generate_sql`` ``{"schema", "question", "model"?}`` ->
+REST (``create_app``): ``POST /generate_sql`` ``{"schema", "question", "model"?, "mode"?}`` ->
 ``{"sql", "execution_time_ms", "model"}`` (the original service's contract), ``GET /health``,
 ``GET /models``, OpenAPI at ``/docs``. Errors are ``{"error": "..."}`` with 400 (bad
 input), 413 (body over ``max_request_bytes``), 422 (malformed JSON) or 503 (busy).
@@ -22,6 +25,7 @@ import contextlib
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import gradio as gr
 from fastapi import FastAPI, Request
@@ -33,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from text2sql.errors import ModelUnavailableError, Text2SQLError
 from text2sql.pipeline import Database, run_or_check
 from text2sql.registry import default_registry
+from text2sql.selection import GREEDY, Decoding
 from text2sql.settings import get_settings
 from webapp.results import result_json
 from webapp.service import Busy, Service
@@ -64,11 +69,13 @@ class ClientAPI:
         except (Text2SQLError, ValueError) as error:
             raise gr.Error(str(error), print_exception=False) from None
 
-    def generate_sql(self, schema: str = "", question: str = "", model: str = "", database: FileData | None = None) -> dict:
-        """SQL for a question about a schema (text) or a SQLite file: {"sql", "execution_time_ms", "model"}."""
+    def generate_sql(self, schema: str = "", question: str = "", model: str = "", database: FileData | None = None,
+                     mode: str = GREEDY) -> dict:
+        """SQL for a question about a schema (text) or a SQLite file: {"sql", "execution_time_ms", "model"}.
+        mode: "greedy" or "best-of-k"."""
 
         def use(db: Database) -> dict:
-            generation = self.service.generate(db.schema, question, model or None)
+            generation = self.service.generate(db, question, model or None, decoding=Decoding.from_mode(mode))
             return {"sql": generation.sql, "execution_time_ms": generation.execution_time_ms, "model": generation.model}
 
         return self._with_database(schema, database, use)
@@ -78,23 +85,25 @@ class ClientAPI:
         On a schema without a file the SQL is only checked (no rows)."""
         return self._with_database(schema, database, lambda db: result_json(run_or_check(db, sql)))
 
-    def ask(self, schema: str = "", question: str = "", model: str = "", database: FileData | None = None) -> dict:
+    def ask(self, schema: str = "", question: str = "", model: str = "", database: FileData | None = None,
+            mode: str = GREEDY) -> dict:
         """Generate SQL and run it: {"sql", "raw", "chatty", "model", "execution_time_ms", "columns", "rows",
-        "truncated", "elapsed_ms", "error"}."""
+        "truncated", "elapsed_ms", "error"}; with mode "best-of-k" also "candidates" and "repair"."""
 
         def use(db: Database) -> dict:
-            generation, result = self.service.ask(db, question, model or None)
+            generation, result = self.service.ask(db, question, model or None, decoding=Decoding.from_mode(mode))
             return {**_generation_json(generation), **result_json(result)}
 
         return self._with_database(schema, database, use)
 
     def compare(
-        self, schema: str = "", question: str = "", models: list[str] | None = None, database: FileData | None = None
+        self, schema: str = "", question: str = "", models: list[str] | None = None, database: FileData | None = None,
+        mode: str = GREEDY,
     ) -> dict:
         """Ask 2-4 models the same question: {"results": [one /ask-like dict per model], "agree": bool or null}."""
 
         def use(db: Database) -> dict:
-            comparisons, agree = self.service.compare(db, question, models or [])
+            comparisons, agree = self.service.compare(db, question, models or [], decoding=Decoding.from_mode(mode))
             results = [
                 {**(_generation_json(c.generation) if c.generation else {"sql": None}), **result_json(c.result),
                  "model": c.model}
@@ -106,13 +115,17 @@ class ClientAPI:
 
 
 def _generation_json(generation) -> dict:
-    return {
+    payload = {
         "sql": generation.sql,
         "raw": generation.raw,
         "chatty": generation.chatty,
         "model": generation.model,
         "execution_time_ms": generation.execution_time_ms,
     }
+    if not generation.decoding.is_greedy:  # the greedy payload stays as documented
+        payload["candidates"] = [c.as_dict() for c in generation.candidates]
+        payload["repair"] = generation.repair.as_dict() if generation.repair else None
+    return payload
 
 
 def register_client_api(api: ClientAPI, concurrency_limit: int) -> None:
@@ -134,6 +147,11 @@ class GenerateSQLRequest(BaseModel):
     schema_text: str = Field(alias="schema", description="CREATE TABLE statements, or 'Table: t' / 'Columns: a, b' lines")
     question: str = Field(description="The question, in plain English")
     model: str | None = Field(default=None, description="A name from GET /models; default: the registry's default")
+    mode: Literal["greedy", "best-of-k"] = Field(
+        default=GREEDY,
+        description="greedy: one answer (fast); best-of-k: k candidates (the server's best_of_k setting) checked "
+                    "against the schema, the most likely valid one returned",
+    )
 
 
 class GenerateSQLResponse(BaseModel):
@@ -246,7 +264,9 @@ def create_app(demo: gr.Blocks, service: Service, on_shutdown: Sequence[Callable
         if body.model and body.model not in default_registry().names():
             return _error(400, f"Unknown model {body.model!r}. Available: {', '.join(default_registry().names())}.")
         try:
-            generation = service.generate_for_text(body.schema_text, body.question, body.model)
+            generation = service.generate_for_text(
+                body.schema_text, body.question, body.model, decoding=Decoding.from_mode(body.mode)
+            )
         except (Busy, ModelUnavailableError) as error:
             return _error(503, str(error))
         except (Text2SQLError, ValueError) as error:

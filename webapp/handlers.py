@@ -6,7 +6,8 @@ status); the Compare tab raises them as ``gr.Error``. Either way the page shows 
 never a traceback. Tests call these methods directly (tests/app/test_handlers.py).
 
     handlers = Handlers(service, examples, uploads_root, results_dir)
-    workspace, sql, note, generated = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "", None)
+    workspace, sql, note, generated, candidates = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "",
+                                                                    None, "best-of-k")
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from text2sql.leaderboard import leaderboard_chart, leaderboard_table, load_resu
 from text2sql.pipeline import Database, run_or_check
 from text2sql.registry import default_registry
 from text2sql.schema import Schema
-from webapp.results import plain, result_frame, result_summary, write_csv
+from text2sql.selection import BEST_OF_K, GREEDY, Decoding, how_chosen
+from webapp.results import candidates_frame, plain, result_frame, result_summary, write_csv
 from webapp.service import MAX_COMPARED, Service
 from webapp.sources import EXAMPLE, PASTE, UPLOAD, ExampleDatabases, Workspace, open_source
 
@@ -34,6 +36,11 @@ python -m evaluation.evaluate --model qwen2.5-coder-0.5b
 ```
 
 (one run per registry model; see `text2sql models`), then press *Reload*."""
+
+
+def decoding_choices() -> list[tuple[str, str]]:
+    """The decoding radio's (label, value) pairs; k comes from the server's settings."""
+    return [("Fast", GREEDY), (f"Best of {Decoding.best_of().k}", BEST_OF_K)]
 
 
 def plain_errors(handler):
@@ -91,24 +98,33 @@ class Handlers:
             return workspace, f"❌ {plain(error)}", ""
         return workspace, schema_summary(database), database.schema.to_ddl()
 
-    def generate(self, kind, example, upload, text, question, model, workspace, progress=gr.Progress(track_tqdm=True)):
-        """(workspace, sql, note, generated): the model's SQL for the question, and how it went.
-        A problem is reported in the note, and the SQL box keeps what the user had typed."""
+    def generate(self, kind, example, upload, text, question, model, workspace, mode=GREEDY,
+                 progress=gr.Progress(track_tqdm=True)):
+        """(workspace, sql, note, generated, candidates): the model's SQL for the question, how it
+        went, and (best of k) the candidates it was chosen from. A problem is reported in the
+        note, and the SQL box keeps what the user had typed."""
         workspace = self._workspace(workspace)
+        no_candidates = gr.update(value=None, visible=False)
         try:
+            decoding = Decoding.from_mode(mode)
             database = self._open(workspace, kind, example, upload, text)
-            generation = self.service.generate(database.schema, question, model or None, progress)
+            generation = self.service.generate(database, question, model or None, progress, decoding)
         except (Text2SQLError, ValueError) as error:
-            return workspace, gr.skip(), f"❌ {plain(error)}", False
+            return workspace, gr.skip(), f"❌ {plain(error)}", False, no_candidates
+        candidates = no_candidates
+        if generation.candidates:
+            candidates = gr.update(value=candidates_frame(generation.candidates, generation.repair), visible=True)
         if not generation.sql:
             note = f"❌ {generation.model} did not write a SQL query. Its answer was:\n\n> {plain(generation.raw[:500])}"
-            return workspace, gr.skip(), note, False
+            return workspace, gr.skip(), note, False, candidates
         note = f"Written by **{generation.model}** in {generation.execution_time_ms / 1000:.1f} s."
+        if generation.candidates:
+            note += " " + how_chosen(decoding, generation.candidates, generation.repair)
         if generation.chatty:
             note += " The model added text around the SQL; only the SQL is kept."
         for warning in generation.warnings:
             note += f"\n\n⚠️ {plain(warning)}"
-        return workspace, generation.sql, note, True
+        return workspace, generation.sql, note, True, candidates
 
     def run_generated(self, generated, kind, example, upload, text, sql, workspace):
         """``run`` right after ``generate``: the new SQL, or, when there is none, clear the old result."""
@@ -137,11 +153,13 @@ class Handlers:
     # -- Compare tab -------------------------------------------------------------
 
     @plain_errors
-    def compare(self, kind, example, upload, text, question, models, workspace, progress=gr.Progress(track_tqdm=True)):
+    def compare(self, kind, example, upload, text, question, models, workspace, mode=GREEDY,
+                progress=gr.Progress(track_tqdm=True)):
         """(workspace, summary, then header/SQL/table for each of MAX_COMPARED slots)."""
         workspace = self._workspace(workspace)
+        decoding = Decoding.from_mode(mode)
         database = self._open(workspace, kind, example, upload, text)
-        comparisons, agree = self.service.compare(database, question, models, progress)
+        comparisons, agree = self.service.compare(database, question, models, progress, decoding)
         slots = []
         for i in range(MAX_COMPARED):
             if i >= len(comparisons):
@@ -151,6 +169,8 @@ class Handlers:
             header = f"### {c.model}\n"
             header += f"{c.generation.execution_time_ms / 1000:.1f} s · " if c.generation else ""
             header += result_summary(c.result, database.has_data)
+            if c.generation and c.generation.candidates:
+                header += "\n\n" + how_chosen(decoding, c.generation.candidates, c.generation.repair)
             table = result_frame(c.result) if c.result.ok and database.has_data else None
             slots += [
                 gr.update(value=header, visible=True),

@@ -1,6 +1,7 @@
 """Query results shaped for people and programs: a table, a one-line summary, CSV, JSON.
 
     frame = result_frame(result)          # pandas DataFrame for gr.Dataframe
+    frame = candidates_frame(generation.candidates, generation.repair)   # best of k: what was chosen from
     text = result_summary(result, has_data=True)
     payload = result_json(result)         # {"columns", "rows", "truncated", "elapsed_ms", "error"}
 """
@@ -43,6 +44,14 @@ def unique_headers(columns: list[str]) -> list[str]:
 def result_frame(result: QueryResult) -> pd.DataFrame:
     rows = [[cell(v) for v in row] for row in result.rows]
     return pd.DataFrame(rows, columns=unique_headers(result.columns))
+
+
+def candidates_frame(candidates: list, repair=None) -> pd.DataFrame:
+    """Best-of-k's candidates (and the repair, if one ran), one row each, in the order drawn."""
+    rows = [[str(i), c.votes, round(c.logprob, 2), c.sql, c.error or ""] for i, c in enumerate(candidates, 1)]
+    if repair is not None:
+        rows.append(["repair", repair.votes, round(repair.logprob, 2), repair.sql, repair.error or ""])
+    return pd.DataFrame(rows, columns=["candidate", "votes", "log-likelihood", "SQL", "problem"])
 
 
 def result_summary(result: QueryResult, has_data: bool) -> str:

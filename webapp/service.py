@@ -5,7 +5,8 @@ Gradio's queue already limits its own events (``concurrency_id="model"``), but R
 requests don't pass through it; ``GenerationLimit`` is the one limit all three share.
 
     service = Service(limit=GenerationLimit.from_settings())
-    generation = service.generate(database.schema, "How many users?", model=None)
+    generation = service.generate(database, "How many users?", model=None)
+    generation = service.generate(database, "How many users?", decoding=Decoding.best_of())   # text2sql.selection
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from collections.abc import Iterator
 
 from text2sql.engine import load_generator
 from text2sql.errors import Text2SQLError
-from text2sql.pipeline import Database, Generation, generate_sql_batch, run_or_check
+from text2sql.pipeline import Database, Generation, answer_batch, generate_sql_batch, run_or_check
 from text2sql.registry import default_registry
 from text2sql.sandbox import QueryResult
-from text2sql.schema import Schema
+from text2sql.selection import Decoding
 from text2sql.settings import get_settings
 
 from webapp.results import results_agree
@@ -88,27 +89,36 @@ class Service:
     origins: dict[str, str] = dataclasses.field(default_factory=dict)
     """Each model used so far -> where its weights were read from (the About tab shows it)."""
 
-    def generate(self, schema: Schema, question: str, model: str | None = None, progress=_no_progress) -> Generation:
-        """SQL for ``question`` (model None or "": the registry's default). ``progress(fraction,
+    def generate(
+        self, database: Database, question: str, model: str | None = None, progress=_no_progress,
+        decoding: Decoding = Decoding(),
+    ) -> Generation:
+        """SQL for ``question`` (model None or "": the registry's default). Best-of-k also runs
+        its candidates in ``database``'s sandbox to choose among them. ``progress(fraction,
         desc=...)`` hears when the model loads (once per process) and when it writes."""
         check_question(question)
         with self.limit.slot():
-            return self._generate(schema, question, model, progress)
+            return self._generate(database, question, model, progress, decoding)
 
-    def generate_for_text(self, text: str, question: str, model: str | None = None) -> Generation:
+    def generate_for_text(
+        self, text: str, question: str, model: str | None = None, decoding: Decoding = Decoding()
+    ) -> Generation:
         """``generate`` for pasted schema text (REST), parsed inside the limit too: parsing
         200,000 characters of DDL takes seconds of CPU, and REST has no other queue."""
         check_question(question)
         check_schema_text(text)
         with self.limit.slot():
-            return self._generate(Database.from_text(text).schema, question, model, _no_progress)
+            return self._generate(Database.from_text(text), question, model, _no_progress, decoding)
 
-    def _generate(self, schema: Schema, question: str, model: str | None, progress) -> Generation:
+    def _generate(self, database: Database, question: str, model: str | None, progress, decoding: Decoding) -> Generation:
         name = model or default_registry().default
         progress(0.05, desc=f"Loading {name} (only the first time it is used)…")
         generator = self.load(name)
-        progress(0.5, desc=f"{name} is writing SQL…")
-        return generate_sql_batch(generator, schema, [question])[0]
+        if decoding.is_greedy:
+            progress(0.5, desc=f"{name} is writing SQL…")
+            return generate_sql_batch(generator, database.schema, [question])[0]
+        progress(0.5, desc=f"{name} is writing {decoding.k} candidates and checking them…")
+        return answer_batch(generator, database, [question], decoding)[0].generation
 
     def load(self, model: str | None = None):
         """The model's generator (loaded once per process), noting where its weights came from."""
@@ -116,15 +126,19 @@ class Service:
         self.origins[generator.spec.name] = generator.origin
         return generator
 
-    def ask(self, database: Database, question: str, model: str | None = None, progress=_no_progress):
+    def ask(
+        self, database: Database, question: str, model: str | None = None, progress=_no_progress,
+        decoding: Decoding = Decoding(),
+    ):
         """(generation, result): the SQL for ``question`` and what it returns (or why not)."""
-        generation = self.generate(database.schema, question, model, progress)
+        generation = self.generate(database, question, model, progress, decoding)
         if not generation.sql:
             return generation, QueryResult(columns=[], rows=[], error="The model did not write a SQL query.")
         return generation, run_or_check(database, generation.sql)
 
     def compare(
-        self, database: Database, question: str, models: list[str], progress=_no_progress
+        self, database: Database, question: str, models: list[str], progress=_no_progress,
+        decoding: Decoding = Decoding(),
     ) -> tuple[list[Comparison], bool | None]:
         """Each model's SQL and result for one question, and whether the results agree
         (None when fewer than two ran, or a pasted schema has no rows to compare)."""
@@ -136,7 +150,7 @@ class Service:
         for i, model in enumerate(models):
             step = lambda fraction, desc="": progress((i + fraction) / len(models), desc=desc)  # noqa: E731
             try:
-                generation, result = self.ask(database, question, model, step)
+                generation, result = self.ask(database, question, model, step, decoding)
             except Busy:
                 raise
             except Text2SQLError as error:  # this model can't answer (e.g. weights missing); the others still can

@@ -20,8 +20,10 @@ def test_exactly_the_four_endpoints_are_public(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert set(endpoints) == {"/generate_sql", "/run_sql", "/ask", "/compare"}
     assert [p["parameter_name"] for p in endpoints["/generate_sql"]["parameters"]] == [
-        "schema", "question", "model", "database"
+        "schema", "question", "model", "database", "mode"
     ]
+    assert [p["parameter_name"] for p in endpoints["/ask"]["parameters"]][-1] == "mode"
+    assert [p["parameter_name"] for p in endpoints["/compare"]["parameters"]][-1] == "mode"
 
 
 def test_run_sql_on_an_uploaded_file(client, example_dbs):
@@ -72,6 +74,31 @@ def test_ask_generates_and_runs(client, fake_models, example_dbs):
     assert result["sql"] == "SELECT count(*) FROM flights WHERE origin = 'LHR'"
     assert result["chatty"] is True and result["raw"].startswith("Here you go")
     assert result["rows"] == [[3]] and result["error"] is None
+
+
+def test_ask_best_of_k_returns_the_candidates(client, fake_models, example_dbs):
+    fake_models.enqueue(("SELECT count(*) FROM flights WHERE origin = 'LHR'", -1.0),
+                        ("SELECT count(*) FROM flight WHERE origin = 'LHR'", -0.1),
+                        ("SELECT count(id) FROM flights WHERE origin = 'LHR'", -2.0), ("SELECT 7", -0.5))
+    result = client.predict(database=handle_file(example_dbs["flights"]), question="How many flights leave Heathrow?",
+                            mode="best-of-k", api_name="/ask")
+    assert result["sql"] == "SELECT count(*) FROM flights WHERE origin = 'LHR'" and result["rows"] == [[3]]
+    assert [c["votes"] for c in result["candidates"]] == [2, 0, 2, 1] and result["repair"] is None
+    assert result["candidates"][1]["error"].startswith("no such table: flight")
+
+
+def test_generate_sql_best_of_k_keeps_the_contract(client, fake_models):
+    fake_models.enqueue("SELECT count(*) FROM users WHERE agee > 30", "SELECT count(*) FROM users WHERE age > 30",
+                        "SELECT count(*) FROM users", "SELECT 1")
+    result = client.predict("Table: users\nColumns: id, name, age", "How many users are older than 30?", mode="best-of-k",
+                            api_name="/generate_sql")
+    assert set(result) == {"sql", "execution_time_ms", "model"}
+    assert result["sql"] == "SELECT count(*) FROM users WHERE age > 30"  # the most likely that compiles
+
+
+def test_an_unknown_mode_is_an_app_error(client):
+    with pytest.raises(AppError, match="Unknown decoding mode 'fast'"):
+        client.predict("Table: users\nColumns: id", "How many?", mode="fast", api_name="/generate_sql")
 
 
 def test_compare_two_models(client, fake_models, example_dbs):

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import AWKWARD_SQL, build_db, sha256_of
-from webapp.handlers import NO_RESULTS, Handlers
+from text2sql.selection import BEST_OF_K, GREEDY
+from webapp.handlers import NO_RESULTS, Handlers, decoding_choices
 from webapp.service import Busy, GenerationLimit, Service
 from webapp.sources import EXAMPLE, PASTE, UPLOAD, ExampleDatabases, Workspace
 
@@ -103,7 +104,9 @@ def test_show_schema_of_pasted_text_and_its_errors(handlers):
 
 def test_generate_then_run_gives_the_table_and_a_csv(handlers, fake_models):
     fake_models.enqueue("```sql\nSELECT name, price FROM products ORDER BY price DESC LIMIT 3;\n```")
-    workspace, sql, note, generated = handlers.generate(EXAMPLE, "shop", None, "", "Three most expensive?", "", None)
+    workspace, sql, note, generated, candidates = handlers.generate(EXAMPLE, "shop", None, "", "Three most expensive?",
+                                                                    "", None)
+    assert candidates["visible"] is False  # fast (greedy): no candidates to show
     assert sql == "SELECT name, price FROM products ORDER BY price DESC LIMIT 3" and generated is True
     assert "Written by **fake**" in note and "only the SQL is kept" in note
     assert fake_models.history[-1][1]["content"].endswith("Question: Three most expensive?")
@@ -175,7 +178,7 @@ def test_run_with_an_empty_sql_box_or_no_database_says_what_to_do(handlers):
 )
 def test_generate_problems_go_to_the_note_and_the_sql_box_keeps_its_text(handlers, kind, text, question, model,
                                                                           message):
-    workspace, sql, note, generated = handlers.generate(kind, "shop", None, text, question, model, None)
+    workspace, sql, note, generated, _ = handlers.generate(kind, "shop", None, text, question, model, None)
     assert note.startswith(message) and generated is False
     assert sql == gr.skip()  # no change
     _, table, status, csv = handlers.run_generated(generated, kind, "shop", None, text, "SELECT 1", workspace)
@@ -184,17 +187,52 @@ def test_generate_problems_go_to_the_note_and_the_sql_box_keeps_its_text(handler
 
 def test_generate_when_the_model_writes_no_sql(handlers, fake_models):
     fake_models.enqueue("I am sorry, I cannot help with that.")
-    _, sql, note, generated = handlers.generate(EXAMPLE, "shop", None, "", "Tell me a joke", "", None)
+    _, sql, note, generated, _ = handlers.generate(EXAMPLE, "shop", None, "", "Tell me a joke", "", None)
     assert generated is False and note.startswith("❌ fake did not write a SQL query") and "I am sorry" in note
 
 
 def test_generate_uses_the_chosen_model_and_reports_progress(handlers, fake_models):
     steps = []
-    _, _, note, _ = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "fake-b", None,
+    _, _, note, _, _ = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "fake-b", None,
                                       progress=lambda fraction, desc="": steps.append(desc))
     assert "Written by **fake-b**" in note
     assert steps == ["Loading fake-b (only the first time it is used)…", "fake-b is writing SQL…"]
     assert handlers.loaded_models_markdown() == "* **fake-b**: fake model for tests"
+
+
+def test_generate_best_of_k_shows_the_candidates_and_how_the_vote_went(handlers, fake_models):
+    fake_models.enqueue(("SELECT max(price) FROM products", -0.2), ("SELECT MAX(price) FROM products", -0.9),
+                        ("SELECT max(prize) FROM products", -0.1), ("SELECT min(price) FROM products", -0.5))
+    _, sql, note, generated, candidates = handlers.generate(EXAMPLE, "shop", None, "", "Highest price?", "", None,
+                                                            BEST_OF_K)
+    assert fake_models.calls[-1] == ("sample", 1, 4)  # k from the settings
+    assert sql == "SELECT max(price) FROM products" and generated is True
+    assert "Best of 4 (temperature 0.8): 3 of 4 candidates ran, 2 of them agree on this result." in note
+    frame = candidates["value"]
+    assert candidates["visible"] is True and list(frame.columns) == ["candidate", "votes", "log-likelihood", "SQL",
+                                                                     "problem"]
+    assert frame["votes"].tolist() == [2, 2, 0, 1]
+    assert frame["problem"][2].startswith("no such column: prize")
+
+
+def test_generate_best_of_k_when_every_candidate_fails_shows_the_repair(handlers, fake_models):
+    fake_models.enqueue(*["SELECT nme FROM customers"] * 4, "SELECT name FROM customers WHERE city = 'Lyon'")
+    _, sql, note, _, candidates = handlers.generate(EXAMPLE, "shop", None, "", "Who lives in Lyon?", "", None,
+                                                    BEST_OF_K)
+    assert sql == "SELECT name FROM customers WHERE city = 'Lyon'"
+    assert "0 of 4 candidates ran; the model repaired the most likely one, given its error, and it ran." in note
+    assert candidates["value"]["candidate"].tolist() == ["1", "2", "3", "4", "repair"]
+    assert "Running that query failed: no such column: nme" in fake_models.history[-1][-1]["content"]
+
+
+def test_an_unknown_decoding_mode_is_reported_in_the_note(handlers):
+    _, sql, note, generated, _ = handlers.generate(EXAMPLE, "shop", None, "", "How many?", "", None, "beam")
+    assert note.startswith("❌ Unknown decoding mode 'beam'") and generated is False and sql == gr.skip()
+
+
+def test_decoding_choices_name_k_from_the_settings(monkeypatch):
+    monkeypatch.setenv("TEXT2SQL_BEST_OF_K", "8")
+    assert decoding_choices() == [("Fast", GREEDY), ("Best of 8", BEST_OF_K)]
 
 
 def test_compare_shows_each_models_sql_result_and_whether_they_agree(handlers, fake_models):
@@ -222,6 +260,18 @@ def test_compare_agreeing_models_and_a_failing_one(handlers, fake_models):
     assert agreement == "✅ The 2 models that ran return the same rows. Failed: fake-c."
     assert "❌ SQLite error: no such table: pupils" in slots[6]["value"]
     assert slots[8]["visible"] is False
+
+
+def test_compare_best_of_k_says_how_each_model_chose(handlers, fake_models, monkeypatch):
+    monkeypatch.setenv("TEXT2SQL_BEST_OF_K", "2")
+    fake_models.enqueue("SELECT count(*) FROM students", "SELECT COUNT(*) FROM students",
+                        "SELECT count(*) FROM pupils", "SELECT count(id) FROM students")
+    _, agreement, *slots = handlers.compare(EXAMPLE, "school", None, "", "How many students?", ["fake", "fake-b"], None,
+                                            BEST_OF_K)
+    assert fake_models.calls == [("sample", 1, 2), ("sample", 1, 2)]
+    assert agreement == "✅ All models return the same rows."
+    assert "Best of 2 (temperature 0.8): 2 of 2 candidates ran, 2 of them agree" in slots[0]["value"]
+    assert "Best of 2 (temperature 0.8): 1 of 2 candidates ran, 1 of them agree" in slots[3]["value"]
 
 
 def test_compare_needs_two_to_four_models(handlers):

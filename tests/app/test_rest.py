@@ -41,6 +41,22 @@ def test_the_original_contract(client, fake_models, tmp_path):
         assert conn.execute(body["sql"]).fetchall() == [(2,)]
 
 
+def test_best_of_k_mode_keeps_the_contract_and_returns_the_most_likely_valid_query(client, fake_models):
+    fake_models.enqueue(("SELECT COUNT(*) FROM user WHERE age > 30", -0.1), ("SELECT count(*) FROM users WHERE age > 30", -0.4),
+                        ("SELECT count(*) FROM users", -0.9), ("SELECT count(*) FROM users WHERE agee > 30", -0.2))
+    response = client.post("/generate_sql", json={**ORIGINAL_EXAMPLE, "mode": "best-of-k"})
+    assert response.status_code == 200, response.text
+    assert response.json()["sql"] == "SELECT count(*) FROM users WHERE age > 30"
+    assert set(response.json()) == {"sql", "execution_time_ms", "model"}
+    assert fake_models.calls == [("sample", 1, 4)]
+
+
+def test_greedy_mode_is_the_default(client, fake_models):
+    fake_models.enqueue("SELECT 2")
+    assert client.post("/generate_sql", json={**ORIGINAL_EXAMPLE, "mode": "greedy"}).json()["sql"] == "SELECT 2"
+    assert fake_models.calls == [("generate", 1, 1)]
+
+
 def test_a_named_model(client, fake_models):
     response = client.post("/generate_sql", json={**ORIGINAL_EXAMPLE, "model": "fake-b"})
     assert response.status_code == 200 and response.json()["model"] == "fake-b"
@@ -58,6 +74,7 @@ def test_a_named_model(client, fake_models):
         ({**ORIGINAL_EXAMPLE, "question": "why " * 600}, 400, "The question is 2,400 characters long; the limit is 2,000."),
         ({"question": "How many users?"}, 422, "Bad request: schema: Field required"),
         ({"schema": "Table: t\nColumns: a", "question": 42}, 422, "Bad request: question: Input should be a valid string"),
+        ({**ORIGINAL_EXAMPLE, "mode": "beam"}, 422, "Bad request: mode: Input should be 'greedy' or 'best-of-k'"),
     ],
 )
 def test_bad_input_is_a_4xx_with_a_json_error(client, payload, status, message):
@@ -133,7 +150,8 @@ def test_openapi_docs_describe_the_contract(client):
     spec = client.get("/openapi.json").json()
     route = spec["paths"]["/generate_sql"]["post"]
     request = spec["components"]["schemas"]["GenerateSQLRequest"]
-    assert set(request["properties"]) == {"schema", "question", "model"}
+    assert set(request["properties"]) == {"schema", "question", "model", "mode"}
+    assert request["properties"]["mode"]["enum"] == ["greedy", "best-of-k"]
     assert set(request["required"]) == {"schema", "question"}
     assert set(route["responses"]) == {"200", "400", "413", "422", "503"}
     assert route["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")

@@ -1,0 +1,88 @@
+"""Best-of-k through the evaluation commands (fake model, real Spider databases): evaluate
+--mode best-of-k records candidates, votes and the decoding; fewer_candidates re-selects a
+smaller k from the same candidates and repairs where needed.
+
+    python -m pytest tests/test_best_of_k_eval.py -v
+"""
+
+import json
+
+import pytest
+
+from evaluation import evaluate, fewer_candidates
+from tests.conftest import SPIDER
+
+
+pytestmark = pytest.mark.skipif(not (SPIDER / "dev.json").is_file(), reason="Spider data not found")
+
+GOLD_COUNT = "SELECT count(*) FROM singer"
+GOLD_ORDER = "SELECT name, country, age FROM singer ORDER BY age DESC"
+CANDIDATES = [
+    # dev 0: the most likely answer is wrong, but two of three agree on the right count
+    ("SELECT count(*) FROM stadium", -0.1), (GOLD_COUNT, -1.0), ("SELECT COUNT(Singer_ID) FROM singer", -2.0),
+    # dev 1: only the third candidate runs
+    ("SELECT nme FROM singer", -0.5), ("SELECT count(x) FROM singer", -0.2), (GOLD_COUNT, -3.0),
+    # dev 2: unanimous
+    (GOLD_ORDER, -0.3), (GOLD_ORDER, -0.3), (GOLD_ORDER, -0.3),
+]
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def best_of_3_run(fake_model, tmp_path):
+    fake_model.enqueue(*CANDIDATES)
+    out = tmp_path / "best-of-3"
+    evaluate.main(["--model", "fake", "--spider", str(SPIDER), "--out", str(out), "--batch-size", "2", "--workers", "1",
+                   "--limit", "3", "--mode", "best-of-k", "--k", "3", "--temperature", "0.7", "--seed", "5"])
+    return out
+
+
+def test_evaluate_best_of_k_keeps_candidates_votes_and_the_decoding(best_of_3_run, fake_model):
+    assert fake_model.calls == [("sample", 2, 3), ("sample", 1, 3)]  # one call per batch of one database
+    predictions = lines(best_of_3_run / "predictions.jsonl")
+    assert [p["prediction"] for p in predictions] == [GOLD_COUNT, GOLD_COUNT, GOLD_ORDER]
+    assert [c["votes"] for c in predictions[0]["candidates"]] == [1, 2, 2]
+    assert [c["error"] is None for c in predictions[1]["candidates"]] == [False, False, True]
+    assert predictions[1]["candidates"][0]["error"].startswith("no such column: nme")
+    assert all(p["repair"] is None for p in predictions)
+    decoding = {"mode": "best-of-k", "k": 3, "temperature": 0.7, "seed": 5}
+    assert all(p["decoding"] == decoding for p in predictions)
+    metrics = json.loads((best_of_3_run / "metrics.json").read_text())
+    assert metrics["ex"] == 1.0 and metrics["decoding"] == decoding
+    assert metrics["selection"] == {"candidates_ran_rate": round(7 / 9, 6), "questions_without_a_running_candidate": 0,
+                                    "repairs_that_ran": 0}
+    assert "| decoding | best of 3: the greedy answer + 2 drawn at temperature 0.7" in (
+        best_of_3_run / "report.md").read_text()
+
+
+def test_evaluate_refuses_to_resume_with_another_decoding(best_of_3_run):
+    with pytest.raises(SystemExit, match="made with decoding .* not {'mode': 'greedy'}"):
+        evaluate.main(["--model", "fake", "--spider", str(SPIDER), "--out", str(best_of_3_run), "--limit", "4"])
+
+
+def test_fewer_candidates_selects_among_the_first_k_and_repairs_where_none_ran(best_of_3_run, fake_model, tmp_path):
+    fake_model.reset()
+    fake_model.enqueue(GOLD_COUNT)  # the repair of dev 1, whose first two candidates fail
+    out = tmp_path / "best-of-2"
+    fewer_candidates.main([str(best_of_3_run), "--k", "2", "--out", str(out), "--spider", str(SPIDER), "--workers", "1"])
+    assert fake_model.calls == [("sample", 1, 1)]
+    repair_prompt = fake_model.history[0]
+    assert repair_prompt[2] == {"role": "assistant", "content": "SELECT count(x) FROM singer"}
+    predictions = lines(out / "predictions.jsonl")
+    assert [len(p["candidates"]) for p in predictions] == [2, 2, 2]
+    assert predictions[0]["prediction"] == "SELECT count(*) FROM stadium"  # 1 vote each: the most likely wins
+    assert predictions[1]["prediction"] == GOLD_COUNT and predictions[1]["repair"]["error"] is None
+    assert all(p["latency_ms"] is None for p in predictions)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ex"] == pytest.approx(2 / 3)
+    assert metrics["decoding"] == {"mode": "best-of-k", "k": 2, "temperature": 0.7, "seed": 5,
+                                   "first_k_of": str(best_of_3_run)}
+    assert metrics["latency_ms"] == {"p50": None, "p95": None}
+
+
+def test_fewer_candidates_needs_a_smaller_k(best_of_3_run, tmp_path):
+    with pytest.raises(SystemExit, match="--k must be from 2 to 2"):
+        fewer_candidates.main([str(best_of_3_run), "--k", "3", "--out", str(tmp_path / "x"), "--spider", str(SPIDER)])

@@ -1,0 +1,219 @@
+"""Best-of-k selection with canned candidates (fake model, real SQLite sandbox): majority vote,
+ties by likelihood, failures dropped, the repair round, one batched call per database.
+
+    python -m pytest tests/test_selection.py -v
+"""
+
+import time
+
+import pytest
+
+from tests.conftest import build_db
+from text2sql.engine import load_generator
+from text2sql.pipeline import Database, answer_batch, ask
+from text2sql.selection import BEST_OF_K, GREEDY, Candidate, Decoding, check_candidates, choose
+
+
+SINGERS_SQL = """
+CREATE TABLE singer (id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);
+CREATE TABLE concert (id INTEGER PRIMARY KEY, singer_id INTEGER REFERENCES singer(id), year TEXT);
+INSERT INTO singer VALUES (1, 'Ann', 'France', 30), (2, 'Bob', 'Peru', 41), (3, 'Cy', 'France', 25);
+INSERT INTO concert VALUES (1, 1, '2014'), (2, 1, '2015'), (3, 2, '2014');
+"""
+
+
+@pytest.fixture
+def database(tmp_path):
+    return Database.from_file(build_db(tmp_path / "singers.sqlite", SINGERS_SQL))
+
+
+def candidate(sql: str, logprob: float) -> Candidate:
+    return Candidate(sql=sql, raw=sql, chatty=False, logprob=logprob, tokens=len(sql.split()))
+
+
+def checked(database, *pairs) -> list[Candidate]:
+    candidates = [candidate(sql, logprob) for sql, logprob in pairs]
+    check_candidates(candidates, database.schema, database.sandbox, database.has_data)
+    return candidates
+
+
+def test_the_majority_result_wins_over_a_more_likely_minority(database):
+    candidates = checked(
+        database,
+        ("SELECT count(*) FROM singer WHERE age > 26", -0.5),  # 2: the most likely, alone
+        ("SELECT count(*) FROM singer", -2.0),  # 3
+        ("SELECT count(id) FROM singer", -1.5),  # 3
+        ("SELECT COUNT(*) FROM singer AS s", -3.0),  # 3
+    )
+    chosen = choose(candidates)
+    assert chosen is candidates[2]  # the most likely of the three that agree
+    assert [c.votes for c in candidates] == [1, 3, 3, 3]
+
+
+def test_equal_results_are_judged_as_execution_accuracy_does(database):
+    """Column order and row order don't matter; duplicate rows do."""
+    candidates = checked(
+        database,
+        ("SELECT name, age FROM singer WHERE country = 'France'", -4.0),
+        ("SELECT age, name FROM singer WHERE country = 'France' ORDER BY age", -5.0),
+        ("SELECT name, age FROM singer", -1.0),
+        ("SELECT s.name, s.age FROM singer AS s JOIN concert AS c ON c.singer_id = s.id WHERE s.country = 'France'", -0.5),
+    )
+    choose(candidates)
+    assert [c.votes for c in candidates] == [2, 2, 1, 1]  # Ann twice in the join: a different bag
+
+
+def test_a_tie_between_groups_goes_to_the_group_with_the_most_likely_candidate(database):
+    candidates = checked(
+        database,
+        ("SELECT name FROM singer WHERE age > 40", -3.0),
+        ("SELECT name FROM singer WHERE age >= 41", -2.5),
+        ("SELECT name FROM singer WHERE age < 26", -4.0),
+        ("SELECT name FROM singer WHERE age <= 25", -1.0),  # the most likely overall
+    )
+    assert choose(candidates) is candidates[3]
+    assert [c.votes for c in candidates] == [2, 2, 2, 2]
+
+
+def test_failing_candidates_are_dropped_with_their_reasons(database):
+    candidates = checked(
+        database,
+        ("SELECT nme FROM singer", -0.1),  # unknown column: caught before SQLite, with a hint
+        ("SELECT year FROM singer", -0.2),  # a column of another table
+        ("DELETE FROM singer", -0.3),
+        ("SELECT name FROM singer WHERE", -0.4),
+        ("", -0.5),
+        ("SELECT name FROM singer ORDER BY age DESC LIMIT 1", -5.0),
+    )
+    assert choose(candidates) is candidates[5]
+    errors = [c.error for c in candidates]
+    assert errors[0].startswith("no such column: nme (not a column of singer")
+    assert errors[1] == "no such column: year (not a column of singer; year is a column of: concert)"
+    assert errors[2] == "Only a SELECT query can answer a question."
+    assert errors[3].startswith("The SQL does not parse")
+    assert errors[4] == "The model did not write a SQL query."
+    assert errors[5] is None and candidates[5].result.rows == [("Bob",)]
+    assert [c.votes for c in candidates] == [0, 0, 0, 0, 0, 1]
+
+
+def test_a_candidate_over_the_time_limit_is_dropped(database, monkeypatch):
+    monkeypatch.setenv("TEXT2SQL_CANDIDATE_TIMEOUT_S", "0.2")
+    runaway = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+    candidates = checked(database, (runaway, -0.1), ("SELECT count(*) FROM singer", -9.0))
+    assert candidates[0].error.startswith("Stopped: the query ran longer")
+    assert choose(candidates) is candidates[1]
+
+
+def test_identical_sql_is_checked_once(database, monkeypatch):
+    runs = []
+    original = database.sandbox.run
+    monkeypatch.setattr(database.sandbox, "run", lambda sql, **kw: runs.append(sql) or original(sql, **kw))
+    candidates = checked(database, *[("SELECT count(*) FROM singer", -1.0 - i) for i in range(3)])
+    assert runs == ["SELECT count(*) FROM singer"]
+    assert choose(candidates) is candidates[0] and candidates[0].votes == 3
+
+
+def test_nothing_is_chosen_when_nothing_ran(database):
+    assert choose(checked(database, ("SELECT nme FROM singer", -1.0))) is None
+    assert choose([]) is None
+
+
+# ---------------------------------------------------------------------------
+# The whole round: answer_batch with the fake model
+
+
+def test_k_candidates_for_every_question_come_from_one_batched_call(fake_model, database):
+    questions = ["How many singers?", "Who is the oldest?", "How many concerts?"]
+    fake_model.enqueue(*["SELECT count(*) FROM singer"] * 4, *["SELECT name FROM singer ORDER BY age DESC LIMIT 1"] * 4,
+                       *["SELECT count(*) FROM concert"] * 4)
+    answers = answer_batch(load_generator(), database, questions, Decoding.best_of(4, 0.7))
+    assert fake_model.calls == [("sample", 3, 4)]
+    assert [a.result.rows for a in answers] == [[(3,)], [("Bob",)], [(3,)]]
+    assert all(len(a.generation.candidates) == 4 and a.generation.repair is None for a in answers)
+    assert answers[0].generation.decoding == Decoding(BEST_OF_K, 4, 0.7)
+
+
+def test_when_every_candidate_fails_one_repair_round_feeds_the_error_back(fake_model, database):
+    fake_model.enqueue(
+        ("SELECT nme FROM singer", -0.3), ("SELECT singer_name FROM singer", -0.2), ("", -0.1),  # q1: all fail
+        ("SELECT count(*) FROM singer", -1.0), ("SELECT count(*) FROM singerz", -0.5), ("SELECT 3", -2.0),  # q2 is fine
+        "SELECT name FROM singer",  # q1's repair
+    )
+    answers = answer_batch(load_generator(), database, ["Names of singers?", "How many singers?"], Decoding.best_of(3))
+    assert fake_model.calls == [("sample", 2, 3), ("sample", 1, 1)]  # one repair, for q1 only
+    repair_prompt = fake_model.history[-1]
+    assert repair_prompt[:2] == fake_model.history[0]  # the same conversation, continued
+    assert repair_prompt[2] == {"role": "assistant", "content": "SELECT singer_name FROM singer"}  # most likely with SQL
+    assert repair_prompt[3]["content"].startswith(
+        "Running that query failed: no such column: singer_name (not a column of singer"
+    )
+    first, second = answers
+    assert first.generation.sql == "SELECT name FROM singer" and first.generation.repair.ran
+    assert first.result.rows == [("Ann",), ("Bob",), ("Cy",)]
+    assert [c.votes for c in first.generation.candidates] == [0, 0, 0]
+    assert second.generation.repair is None and second.result.rows == [(3,)]
+    assert second.generation.sql == "SELECT count(*) FROM singer"  # two votes for 3 beat the more likely failure
+
+
+def test_a_failed_repair_is_the_answer_with_its_error(fake_model, database):
+    fake_model.enqueue("SELECT nme FROM singer", "SELECT nme FROM singer", "SELECT naem FROM singer")
+    answer = ask(database, "Names?", decoding=Decoding.best_of(2))
+    assert answer.generation.sql == "SELECT naem FROM singer"
+    assert answer.result.error.startswith("no such column: naem") and not answer.result.ok
+
+
+def test_a_repair_without_sql_falls_back_to_the_most_likely_candidate(fake_model, database):
+    fake_model.enqueue(("SELECT nme FROM singer", -3.0), ("SELECT x FROM singer", -1.0), "I can't do that.")
+    answer = ask(database, "Names?", decoding=Decoding.best_of(2))
+    assert answer.generation.sql == "SELECT x FROM singer" and answer.generation.repair.sql == ""
+    assert answer.result.error.startswith("no such column: x")
+
+
+def test_on_a_pasted_schema_the_most_likely_candidate_that_compiles_wins(fake_model):
+    database = Database.from_text("Table: users\nColumns: id, name, age")
+    fake_model.enqueue(("SELECT nme FROM users", -0.1), ("SELECT count(*) FROM users", -2.0),
+                       ("SELECT count(id) FROM users WHERE age > 0", -1.0))
+    answer = ask(database, "How many users?", decoding=Decoding.best_of(3))
+    assert answer.generation.sql == "SELECT count(id) FROM users WHERE age > 0"
+    assert answer.result.ok and answer.result.rows == []
+
+
+def test_greedy_is_one_generate_call_and_runs_the_answer(fake_model, database):
+    fake_model.enqueue("```sql\nSELECT count(*) FROM singer;\n```")
+    answer = ask(database, "How many singers?")
+    assert fake_model.calls == [("generate", 1, 1)]
+    assert answer.generation.sql == "SELECT count(*) FROM singer" and answer.generation.chatty
+    assert answer.result.rows == [(3,)] and answer.generation.candidates == []
+
+
+def test_the_time_reported_is_each_questions_share_of_sampling_and_checks(fake_model, database, monkeypatch):
+    original = database.sandbox.run
+    monkeypatch.setattr(database.sandbox, "run", lambda sql, **kw: time.sleep(0.2) or original(sql, **kw))
+    answers = answer_batch(load_generator(), database, ["a?", "b?", "c?"], Decoding.best_of(2))  # one run each
+    times = [a.generation.execution_time_ms for a in answers]
+    assert len(set(times)) == 1 and 200 <= times[0] < 400
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"mode": "beam"}, "Unknown decoding mode 'beam'; choose one of: greedy, best-of-k."),
+        ({"mode": BEST_OF_K, "k": 1}, "Best-of-k needs k between 2 and 32, not 1."),
+        ({"mode": BEST_OF_K, "k": 33}, "Best-of-k needs k between 2 and 32, not 33."),
+        ({"mode": BEST_OF_K, "k": 4, "temperature": -1}, "The temperature must not be negative"),
+    ],
+)
+def test_bad_decodings_are_refused_with_a_reason(arguments, message):
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(")):
+        Decoding(**arguments)
+
+
+def test_decoding_from_a_mode_name_uses_the_settings(monkeypatch):
+    monkeypatch.setenv("TEXT2SQL_BEST_OF_K", "6")
+    monkeypatch.setenv("TEXT2SQL_SAMPLING_TEMPERATURE", "0.5")
+    assert Decoding.from_mode("") == Decoding.from_mode(GREEDY) == Decoding()
+    assert Decoding.from_mode(BEST_OF_K) == Decoding(BEST_OF_K, 6, 0.5)
+    assert Decoding.from_mode(BEST_OF_K, k=8, temperature=1.0).as_dict() == {
+        "mode": BEST_OF_K, "k": 8, "temperature": 1.0, "seed": 0}
+    with pytest.raises(ValueError, match="Unknown decoding mode 'fast'"):
+        Decoding.from_mode("fast")

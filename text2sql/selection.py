@@ -1,0 +1,188 @@
+"""Best-of-k: several SQL candidates per question, checked without side effects, one chosen
+by a majority vote over what they return; one repair round when every candidate fails.
+
+1. **Candidates** come from ``SQLGenerator.sample``: the greedy answer, then k - 1 drawn at a
+   temperature, each with its sequence log-likelihood, decoded in one batch.
+2. **Check** (``check_candidates``): the SQL is extracted from the raw text, parsed and its
+   tables and columns resolved against the schema (``text2sql.sqlcheck``), compiled with
+   ``EXPLAIN`` in the sandbox, then run there under ``candidate_timeout_s``. A candidate
+   that fails any step is dropped, with the reason kept. Identical SQL is checked once.
+3. **Vote** (``choose``): candidates whose results are equal (the rule of Spider's execution
+   accuracy, ``text2sql.results.results_match``, as bags of rows) form a group; the largest
+   group wins, a tie goes to the group holding the most likely candidate, and the group's
+   most likely candidate is the answer. On a pasted schema every result is empty, so the
+   most likely candidate that compiles wins.
+4. **Repair** (``repair_prompt``): when none ran, the most likely failed candidate and its
+   error go back to the model once (``text2sql.prompt.build_repair_messages``).
+
+``text2sql.pipeline.answer_batch`` runs these steps; this module holds the pieces.
+
+    from text2sql.selection import Decoding
+    answer = ask(database, "How many singers?", decoding=Decoding.best_of(4))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from text2sql.engine import Sample
+from text2sql.prompt import Messages, build_repair_messages
+from text2sql.results import results_match
+from text2sql.sandbox import QueryResult, Sandbox
+from text2sql.schema import Schema
+from text2sql.settings import get_settings
+from text2sql.sqlcheck import check_sql
+from text2sql.sqlout import extract_sql
+
+
+GREEDY, BEST_OF_K = "greedy", "best-of-k"
+MODES = (GREEDY, BEST_OF_K)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+    """How answers are produced: ``greedy`` (one answer), or ``best-of-k`` (``k`` candidates,
+    the first greedy and the rest drawn at ``temperature`` with ``seed``)."""
+
+    mode: str = GREEDY
+    k: int = 1
+    temperature: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown decoding mode {self.mode!r}; choose one of: {', '.join(MODES)}.")
+        if self.mode == BEST_OF_K and not (2 <= self.k <= 32):
+            raise ValueError(f"Best-of-k needs k between 2 and 32, not {self.k}.")
+        if self.temperature < 0:
+            raise ValueError(f"The temperature must not be negative, not {self.temperature}.")
+
+    @classmethod
+    def best_of(cls, k: int | None = None, temperature: float | None = None, seed: int = 0) -> Decoding:
+        settings = get_settings()
+        k = settings.best_of_k if k is None else k
+        temperature = settings.sampling_temperature if temperature is None else temperature
+        return cls(BEST_OF_K, k, temperature, seed)
+
+    @classmethod
+    def from_mode(
+        cls, mode: str | None, k: int | None = None, temperature: float | None = None, seed: int = 0
+    ) -> Decoding:
+        """The decoding a user asked for by mode name (None or "": greedy; k and temperature
+        default to the settings)."""
+        if not mode or mode == GREEDY:
+            return cls()
+        if mode != BEST_OF_K:
+            cls(mode)  # raises, naming the modes
+        return cls.best_of(k, temperature, seed)
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.mode == GREEDY
+
+    def describe(self) -> str:
+        return "greedy" if self.is_greedy else f"best of {self.k} (temperature {self.temperature:g})"
+
+    def as_dict(self) -> dict:
+        if self.is_greedy:
+            return {"mode": GREEDY}
+        return {"mode": self.mode, "k": self.k, "temperature": self.temperature, "seed": self.seed}
+
+
+@dataclasses.dataclass
+class Candidate:
+    sql: str
+    raw: str
+    chatty: bool
+    logprob: float
+    """The model's log-likelihood of the raw text (sum over its tokens)."""
+    tokens: int
+    error: str | None = None
+    """Why the candidate was dropped; None once it ran (or, on a pasted schema, compiled)."""
+    result: QueryResult | None = None
+    votes: int = 0
+    """How many candidates (this one included) returned the same result."""
+
+    @classmethod
+    def from_sample(cls, sample: Sample) -> Candidate:
+        extracted = extract_sql(sample.text)
+        return cls(sql=extracted.sql, raw=sample.text, chatty=extracted.chatty, logprob=sample.logprob,
+                   tokens=sample.tokens)
+
+    @classmethod
+    def from_record(cls, record: dict) -> Candidate:
+        """An unchecked candidate from what ``as_dict`` wrote (to select again among saved candidates)."""
+        extracted = extract_sql(record["raw"])
+        return cls(sql=extracted.sql, raw=record["raw"], chatty=extracted.chatty, logprob=record["logprob"],
+                   tokens=record["tokens"])
+
+    @property
+    def ran(self) -> bool:
+        return self.error is None and self.result is not None
+
+    def as_dict(self) -> dict:
+        return {"sql": self.sql, "raw": self.raw, "logprob": round(self.logprob, 4), "tokens": self.tokens,
+                "error": self.error, "votes": self.votes}
+
+
+def check_candidates(candidates: list[Candidate], schema: Schema, sandbox: Sandbox, has_data: bool) -> None:
+    """Set each candidate's ``error`` or ``result``: parse and resolve, ``EXPLAIN``, then run
+    (only ``EXPLAIN`` when ``has_data`` is False). Identical SQL is checked once."""
+    checked: dict[str, tuple[str | None, QueryResult | None]] = {}
+    for candidate in candidates:
+        if candidate.sql not in checked:
+            checked[candidate.sql] = _check(candidate.sql, schema, sandbox, has_data)
+        candidate.error, candidate.result = checked[candidate.sql]
+
+
+def _check(sql: str, schema: Schema, sandbox: Sandbox, has_data: bool) -> tuple[str | None, QueryResult | None]:
+    if not sql:
+        return "The model did not write a SQL query.", None
+    problem = check_sql(sql, schema) or sandbox.explain(sql)
+    if problem:
+        return problem, None
+    if not has_data:
+        return None, QueryResult(columns=[], rows=[])
+    result = sandbox.run(sql, timeout_s=get_settings().candidate_timeout_s)
+    return (result.error, None) if not result.ok else (None, result)
+
+
+def choose(candidates: list[Candidate]) -> Candidate | None:
+    """The most likely candidate of the largest group of equal results (ties between groups:
+    the group with the most likely candidate wins); None when no candidate ran. Sets ``votes``."""
+    groups: list[list[Candidate]] = []
+    for candidate in (c for c in candidates if c.ran):
+        for group in groups:
+            if results_match(group[0].result.rows, candidate.result.rows, ordered=False):
+                group.append(candidate)
+                break
+        else:
+            groups.append([candidate])
+    for group in groups:
+        for candidate in group:
+            candidate.votes = len(group)
+    if not groups:
+        return None
+    winner = max(groups, key=lambda group: (len(group), max(c.logprob for c in group)))
+    return max(winner, key=lambda c: c.logprob)
+
+
+def most_likely_failure(candidates: list[Candidate]) -> Candidate:
+    """The candidate to repair: the most likely one that has SQL (else the most likely)."""
+    with_sql = [c for c in candidates if c.sql] or candidates
+    return max(with_sql, key=lambda c: c.logprob)
+
+
+def how_chosen(decoding: Decoding, candidates: list[Candidate], repair: Candidate | None) -> str:
+    """One sentence on how best-of-k chose: how many candidates ran and agreed, or the repair."""
+    ran = sum(c.ran for c in candidates)
+    described = decoding.describe()
+    text = f"{described[:1].upper()}{described[1:]}: {ran} of {len(candidates)} candidates ran"
+    if repair is not None:
+        outcome = "it ran" if repair.ran else "it failed too"
+        return text + f"; the model repaired the most likely one, given its error, and {outcome}."
+    return text + f", {max(c.votes for c in candidates)} of them agree on this result."
+
+
+def repair_prompt(schema: Schema, question: str, failed: Candidate) -> Messages:
+    return build_repair_messages(schema, question, failed.sql or failed.raw, failed.error or "it returned nothing")

@@ -7,8 +7,8 @@ draws: other random numbers, the same distribution). This checks those k in the 
 again, votes among them, and runs the repair round with the model for the questions where
 none of the k ran, as a best-of-k run would; then scores the result.
 
-``latency_ms`` is left empty (null): the time of the K run says nothing about k. Measure
-latency with ``python -m benchmarks.selection_latency``.
+``latency_ms`` is left empty (null): the time of the K run says nothing about k. A best-of-k
+run of its own (``evaluate --mode best-of-k --k k``, ``--limit N`` for a sample) records it.
 
     nice -n 10 python -m evaluation.fewer_candidates results/qwen2.5-coder-0.5b-base-bestof8 --k 4 \\
         --out results/qwen2.5-coder-0.5b-base-bestof4 --threads 1

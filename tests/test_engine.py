@@ -21,7 +21,7 @@ def registry(tiny_model_dir, tiny_adapter_dirs):
             "tiny": {"base": {"path": str(tiny_model_dir)}, "generation": {"max_new_tokens": 12}},
             "tiny-a": {"base": {"path": str(tiny_model_dir)}, "adapter": {"path": str(tiny_adapter_dirs["a"])},
                        "generation": {"max_new_tokens": 12}},
-            "tiny-b": {"base": {"path": str(tiny_model_dir)}, "adapter": {"path": str(tiny_adapter_dirs["b"])},
+            "tiny-b.0.5": {"base": {"path": str(tiny_model_dir)}, "adapter": {"path": str(tiny_adapter_dirs["b"])},
                        "generation": {"max_new_tokens": 12}},
         },
     }
@@ -55,9 +55,9 @@ def test_a_model_is_loaded_once(registry):
 def test_adapters_share_one_base_and_switch_cleanly(registry):
     base = engine.load_generator("tiny", registry)
     tuned_a = engine.load_generator("tiny-a", registry)
-    tuned_b = engine.load_generator("tiny-b", registry)
+    tuned_b = engine.load_generator("tiny-b.0.5", registry)  # a dot, as in qwen2.5-…
     assert base.base is tuned_a.base is tuned_b.base  # one copy of the base weights
-    assert tuned_a.base.adapters == {"tiny-a", "tiny-b"}
+    assert tuned_a.base.adapters == {"tiny_a", "tiny_b_0_5"}
     out_base, out_a, out_b = (g.generate(PROMPTS[:1])[0] for g in (base, tuned_a, tuned_b))
     assert len({out_base, out_a, out_b}) == 3, "each adapter (and none) should change the output"
     # switching back and forth gives the same answers again

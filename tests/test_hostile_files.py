@@ -20,7 +20,7 @@ from text2sql.pipeline import Database, ask
 @pytest.fixture(autouse=True)
 def short_introspection(monkeypatch):
     """slow_generated_column.sqlite is refused when checking it overruns: sooner than 10 s + 2 s here."""
-    monkeypatch.setenv("TEXT2SQL_INTROSPECTION_TIMEOUT_S", "4")
+    monkeypatch.setenv("TEXT2SQL_INTROSPECTION_TIMEOUT_S", "8")  # many_tables reads in 1-4 s, loaded
     monkeypatch.setenv("TEXT2SQL_QUERY_KILL_AFTER_S", "1")
 
 def _snapshot(folder):
@@ -85,6 +85,14 @@ def test_gigantic_row_is_read_with_bounded_samples_and_a_clear_error(tmp_path):
     assert all(len(v) <= 40 for v in body.samples)
     assert "larger than" in database.sandbox.run("SELECT body FROM notes").error
     assert database.sandbox.run("SELECT id, title FROM notes ORDER BY id").rows == [(1, "huge"), (2, "small")]
+
+
+@pytest.mark.parametrize("limit", ["0.01", "0.3"])
+def test_a_file_too_slow_to_check_or_read_is_refused_naming_the_introspection_limit(tmp_path, monkeypatch, limit):
+    # 0.01 s stops the file check (quick_check), 0.3 s the schema reading after it
+    monkeypatch.setenv("TEXT2SQL_INTROSPECTION_TIMEOUT_S", limit)
+    with pytest.raises(DatabaseFileError, match=rf"took longer than the {limit} s limit"):
+        Database.from_file(build("many_tables.sqlite", tmp_path), private_dir=tmp_path / "private")
 
 
 def test_many_tables_keep_schema_and_prompt_bounded(tmp_path):

@@ -71,6 +71,18 @@ def test_staged_folder_has_the_adapter_and_a_card_with_model_index(tmp_path, tra
     assert 'PeftModel.from_pretrained(base, "me/qwen-spider")' in card.text
 
 
+def test_staged_weights_are_bf16_and_equal_the_trained_ones_rounded(tmp_path, trained_dir):
+    import torch
+    from safetensors.torch import load_file
+
+    trained = load_file(trained_dir / "adapter_model.safetensors")
+    staged = load_file(push.stage(trained_dir, tmp_path / "hub", None, "me/q") / "adapter_model.safetensors")
+    assert staged.keys() == trained.keys()
+    for name, tensor in staged.items():
+        assert tensor.dtype == torch.bfloat16
+        assert torch.equal(tensor, trained[name].to(torch.bfloat16))
+
+
 def test_card_without_metrics_says_so(tmp_path, trained_dir):
     staged = push.stage(trained_dir, tmp_path / "hub", None, "me/qwen-spider")
     card = ModelCard.load(staged / "README.md")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -192,8 +193,9 @@ class TransformersGenerator:
         self.adapter_name = None
         if spec.adapter:
             adapter = resolve_weights(spec.adapter, spec.registry_dir, kind=f"adapter of {spec.name}")
-            self.base.add_adapter(spec.name, adapter.path)
-            self.adapter_name = spec.name
+            # peft names modules after the adapter, and a module name can't hold "."
+            self.adapter_name = re.sub(r"\W", "_", spec.name)
+            self.base.add_adapter(self.adapter_name, adapter.path)
             self.origin += f" + LoRA adapter from {adapter.origin}"
         self.max_new_tokens = int(spec.generation.get("max_new_tokens", get_settings().max_new_tokens))
         context = getattr(self.base.model.config, "max_position_embeddings", 4096)

@@ -258,7 +258,11 @@ class Sandbox:
                     max_tables=settings.max_tables,
                 )
         except sqlite3.Error as error:
-            raise DatabaseFileError(f"Could not read the database schema: {_explain_error(error, settings)}") from None
+            if "interrupted" in str(error).lower():
+                why = f"it took longer than the {settings.introspection_timeout_s:g} s limit."
+            else:
+                why = _explain_error(error, settings)
+            raise DatabaseFileError(f"Could not read the database schema: {why}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -307,6 +311,8 @@ def integrity_check(source: Source, settings: Settings) -> dict:
             _set_deadline(conn, settings.introspection_timeout_s)
             return {"problems": [row[0] for row in conn.execute("PRAGMA quick_check")], "error": None}
     except sqlite3.Error as error:
+        if "interrupted" in str(error).lower():
+            return {"problems": [], "error": f"Checking the file took longer than the {settings.introspection_timeout_s:g} s limit."}
         return {"problems": [], "error": f"SQLite can't read this file: {error}."}
 
 

@@ -165,7 +165,8 @@ def model_card(adapter_dir: Path, repo_id: str, metrics: dict | None = None):
 
 
 def stage(adapter_dir: str | Path, staging_dir: str | Path, metrics_file: str | Path | None, repo_id: str) -> Path:
-    """A folder holding exactly what goes to the Hub: the adapter's files and README.md."""
+    """A folder holding exactly what goes to the Hub: the adapter's files (weights in bf16) and
+    README.md."""
     adapter_dir, staging_dir = Path(adapter_dir), Path(staging_dir)
     for required in ("adapter_config.json", "adapter_model.safetensors"):
         if not (adapter_dir / required).is_file():
@@ -176,9 +177,24 @@ def stage(adapter_dir: str | Path, staging_dir: str | Path, metrics_file: str | 
     for name in CARD_FILES:
         if (adapter_dir / name).is_file():
             shutil.copy2(adapter_dir / name, staging_dir / name)
+    save_as_bf16(staging_dir / "adapter_model.safetensors")
     metrics = json.loads(Path(metrics_file).read_text()) if metrics_file else None
     model_card(adapter_dir, repo_id, metrics).save(staging_dir / "README.md")
     return staging_dir
+
+
+def save_as_bf16(weights_file: Path) -> None:
+    """Rewrite a safetensors file with its floating-point tensors in bf16: half the size of the
+    fp32 that CPU training writes, and what peft loads onto a base of any dtype."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(weights_file), framework="pt") as weights:
+        metadata = weights.metadata()
+        tensors = {name: weights.get_tensor(name) for name in weights.keys()}
+    converted = {name: t.to(torch.bfloat16) if t.is_floating_point() else t for name, t in tensors.items()}
+    save_file(converted, str(weights_file), metadata=metadata)
 
 
 def publish(staging_dir: str | Path, repo_id: str, token: str | None = None) -> str | None:

@@ -108,8 +108,8 @@ def test_ask_when_the_model_writes_a_write_query_refuses_it(awkward_db, fake_mod
 def test_models_lists_the_registry(capsys):
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in rows] == ["qwen2.5-coder-0.5b", "smollm2-135m"]
-    assert rows[0]["default"] is True
+    assert [r["name"] for r in rows] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-spider", "smollm2-135m"]
+    assert [r["default"] for r in rows] == [False, True, False]
 
 
 def test_unknown_model_is_exit_1(awkward_db, capsys):

@@ -44,6 +44,8 @@ def trained_dir(tmp_path, tiny_adapter_dirs, smollm2_tokenizer_dir):
         shutil.copy(smollm2_tokenizer_dir / name, out / name)
     (out / "recipe.yaml").write_text("model_name_or_path: Qwen/Qwen2.5-Coder-0.5B-Instruct\nlora_r: 16\n")
     (out / "train_results.json").write_text(json.dumps({"train_loss": 0.31, "epoch_examples": 14235}))
+    history = [{"step": i, "loss": 1.0 / i} for i in range(1, 9)] + [{"step": 8, "eval_loss": 0.2}]
+    (out / "loss_curve.json").write_text(json.dumps(history))
     (out / "checkpoint-5").mkdir()  # not published
     return out
 
@@ -69,6 +71,8 @@ def test_staged_folder_has_the_adapter_and_a_card_with_model_index(tmp_path, tra
     assert "| hard (n = 160) | 50.0% | 30.0% | |" in card.text
     assert "lora_r: 16" in card.text and "14235" in card.text
     assert 'PeftModel.from_pretrained(base, "me/qwen-spider")' in card.text
+    assert (staged / "loss_curve.png").read_bytes().startswith(b"\x89PNG")
+    assert "![Training loss per step](loss_curve.png)" in card.text
 
 
 def test_staged_weights_are_bf16_and_equal_the_trained_ones_rounded(tmp_path, trained_dir):

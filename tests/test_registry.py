@@ -4,6 +4,7 @@
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +17,10 @@ REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 def test_packaged_registry_lists_the_default_and_the_tiny_model():
     registry = Registry.load()
-    assert registry.default == "qwen2.5-coder-0.5b"
+    assert registry.default == "qwen2.5-coder-0.5b-spider"
     default = registry.get()
+    assert default.adapter.path == "adapters/qwen2.5-coder-0.5b-spider"
+    assert (Path(embedded.__file__).parent / default.adapter.path / "adapter_model.safetensors").is_file()
     assert default.base.repo_id == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
     assert len(default.base.revision) == 40
     assert default.base.embedded == "qwen2.5-coder-0.5b-instruct"
@@ -27,7 +30,7 @@ def test_packaged_registry_lists_the_default_and_the_tiny_model():
 
 
 def test_unknown_model_says_what_exists():
-    with pytest.raises(ModelUnavailableError, match="Available: qwen2.5-coder-0.5b, smollm2-135m"):
+    with pytest.raises(ModelUnavailableError, match="Available: qwen2.5-coder-0.5b, qwen2.5-coder-0.5b-spider, smollm2-135m"):
         Registry.load().get("gpt-17")
 
 

@@ -40,5 +40,5 @@ def test_cli_ask_with_the_embedded_model_prints_sql_and_6():
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["rows"] == [[6]]
-    assert payload["model"] == "qwen2.5-coder-0.5b"
+    assert payload["model"] == "qwen2.5-coder-0.5b-spider"
     assert payload["sql"].lower().startswith("select count(*)")

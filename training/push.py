@@ -32,6 +32,7 @@ CARD_FILES = [
     "eval_results.json",
     "loss_curve.json",
 ]
+LOSS_PLOT = "loss_curve.png"
 HARDNESS = ("easy", "medium", "hard", "extra")
 
 CARD_TEMPLATE = """---
@@ -61,7 +62,9 @@ Not evaluated yet: publish with `--metrics results/<run>/metrics.json` to add th
 ## Training
 
 Training metrics: {{ train_metrics }}
-
+{% if loss_plot %}
+![Training loss per step]({{ loss_plot }})
+{% endif %}
 Recipe (`python -m training.train --config recipe.yaml`):
 
 ```yaml
@@ -161,6 +164,7 @@ def model_card(adapter_dir: Path, repo_id: str, metrics: dict | None = None):
         evaluation=_evaluation_view(metrics),
         recipe=recipe_file.read_text() if recipe_file.is_file() else "(recipe.yaml missing)\n",
         train_metrics=json.dumps(json.loads(train_file.read_text())) if train_file.is_file() else "n/a",
+        loss_plot=LOSS_PLOT if (adapter_dir / "loss_curve.json").is_file() else None,
     )
 
 
@@ -178,9 +182,37 @@ def stage(adapter_dir: str | Path, staging_dir: str | Path, metrics_file: str | 
         if (adapter_dir / name).is_file():
             shutil.copy2(adapter_dir / name, staging_dir / name)
     save_as_bf16(staging_dir / "adapter_model.safetensors")
+    if (adapter_dir / "loss_curve.json").is_file():
+        plot_loss_curve(json.loads((adapter_dir / "loss_curve.json").read_text()), staging_dir / LOSS_PLOT)
     metrics = json.loads(Path(metrics_file).read_text()) if metrics_file else None
     model_card(adapter_dir, repo_id, metrics).save(staging_dir / "README.md")
     return staging_dir
+
+
+def plot_loss_curve(log_history: list[dict], path: Path) -> None:
+    """Training loss per step (each step is one database's pack, so it jumps about), a running
+    mean of 5 steps, and the held-out loss where it was measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
+    held_out = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
+    figure, axes = plt.subplots(figsize=(6, 3.2), dpi=110)
+    if train:
+        steps, losses = zip(*train)
+        axes.plot(steps, losses, color="0.75", linewidth=1, label="training loss (one pack)")
+        window = [sum(losses[max(0, i - 4) : i + 1]) / len(losses[max(0, i - 4) : i + 1]) for i in range(len(losses))]
+        axes.plot(steps, window, color="tab:blue", linewidth=2, label="running mean of 5 steps")
+    if held_out:
+        axes.plot(*zip(*held_out), "o", color="tab:orange", label="held-out loss")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss (SQL tokens)")
+    axes.legend(frameon=False, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def save_as_bf16(weights_file: Path) -> None:

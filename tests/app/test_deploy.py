@@ -56,7 +56,8 @@ def test_dry_run_builds_a_complete_lean_space(space):
 
 def test_the_space_registry_pins_every_model_to_a_commit(space):
     registry = yaml.safe_load((space / "text2sql" / "models.yaml").read_text())
-    assert registry["default"] == "qwen2.5-coder-0.5b"
+    assert registry["default"] == "qwen2.5-coder-0.5b-spider"
+    assert (space / "text2sql" / registry["models"]["qwen2.5-coder-0.5b-spider"]["adapter"]["path"] / "adapter_model.safetensors").is_file()
     for entry in registry["models"].values():
         assert len(entry["base"]["revision"]) == 40 and "embedded" not in entry["base"]
 

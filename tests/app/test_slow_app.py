@@ -26,7 +26,7 @@ def test_the_app_answers_with_the_embedded_model(example_dbs, tmp_path):
             database=handle_file(example_dbs["shop"]), question="What are the three most expensive products?",
             api_name="/ask",
         )
-        assert answer["model"] == "qwen2.5-coder-0.5b" and answer["error"] is None, answer
+        assert answer["model"] == "qwen2.5-coder-0.5b-spider" and answer["error"] is None, answer
         assert [row[-1] for row in answer["rows"]] == [89.0, 45.0, 29.0]
 
         response = httpx.post(url + "generate_sql", timeout=300, json={

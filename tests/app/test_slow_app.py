@@ -27,7 +27,8 @@ def test_the_app_answers_with_the_embedded_model(example_dbs, tmp_path):
             api_name="/ask",
         )
         assert answer["model"] == "qwen2.5-coder-0.5b-spider" and answer["error"] is None, answer
-        assert [row[-1] for row in answer["rows"]] == [89.0, 45.0, 29.0]
+        # the fine-tuned model selects only what was asked (Spider's style): the names, first
+        assert [row[0] for row in answer["rows"]] == ["Burr grinder", "Milk frother", "Pour-over dripper"], answer
 
         response = httpx.post(url + "generate_sql", timeout=300, json={
             "schema": "Table: users\nColumns: id, name, age", "question": "How many users are older than 30?"

@@ -28,7 +28,8 @@ from gradio.utils import NamedString
 from text2sql.registry import default_registry
 from text2sql.settings import get_settings
 from webapp.api import GENERATION_EVENTS, ClientAPI, create_app, register_client_api
-from webapp.handlers import Handlers
+from text2sql.selection import GREEDY
+from webapp.handlers import Handlers, decoding_choices
 from webapp.service import MAX_COMPARED, GenerationLimit, Service
 from webapp.sources import EXAMPLE, SOURCES, UPLOAD_TYPES, ExampleDatabases, Workspace
 
@@ -52,7 +53,10 @@ ABOUT = """## How it works
    can be checked but returns no rows.
 2. **Prompt.** The schema is written as `CREATE TABLE` statements with the example values as
    comments, then the question: the same prompt the models are fine-tuned on.
-3. **Model.** Greedy decoding; only the first SQL statement of the answer is kept.
+3. **Model.** *Fast*: greedy decoding. *Best of {k}*: the greedy answer and {k_minus_1} more drawn at
+   temperature {temperature:g}; each is checked against the schema and run in the sandbox, and the
+   answer is the most likely query among those returning the most common result (if none runs,
+   the model gets SQLite's error once to fix its query). Only the first SQL statement is kept.
 4. **Sandbox.** The SQL runs on a read-only, locked-down SQLite connection: only `SELECT`, no
    `ATTACH`, stopped after {timeout:g} s, at most {rows:,} rows.
 
@@ -66,7 +70,7 @@ folder for your session, never modified, and deleted when your session ends.
 """
 
 APIS = """## Use it from code
-* **REST:** `POST /generate_sql` with `{"schema": "...", "question": "...", "model": "..."}` returns
+* **REST:** `POST /generate_sql` with `{"schema": "...", "question": "...", "model": "...", "mode": "greedy" | "best-of-k"}` returns
   `{"sql", "execution_time_ms", "model"}`; `GET /health`, `GET /models`; OpenAPI docs at [/docs](/docs).
 * **gradio_client:** `/generate_sql`, `/run_sql`, `/ask`, `/compare` (see *Use via API* at the foot of the page).
 """
@@ -95,6 +99,12 @@ PRIVATE = {"api_visibility": "private"}
 """For the UI's own events: programs use the four client endpoints (webapp/api.py) instead."""
 
 
+def decoding_radio(elem_id: str) -> gr.Radio:
+    """Fast (greedy) or Best of k: k candidates checked in the sandbox, the answer chosen by a vote."""
+    return gr.Radio(decoding_choices(), value=GREEDY, label="Decoding", scale=2, elem_id=elem_id,
+                    info="Best of k: several candidates, run and voted on (slower)")
+
+
 def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
     """The Ask tab's components: the database on the left, question, SQL and result on the right."""
     registry = default_registry()
@@ -118,10 +128,13 @@ def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
                                      elem_id="question")
             with gr.Row(equal_height=True):
                 ui.model = gr.Dropdown(registry.names(), value=registry.default, label="Model", scale=3)
+                ui.mode = decoding_radio("mode")
                 ui.generate = gr.Button("Generate SQL", variant="primary", scale=1, elem_id="generate")
             ui.sql = gr.Code(language="sql", interactive=True, lines=4, elem_id="sql", wrap_lines=True,
                              label="SQL (edit it and press Run)")
             ui.note = gr.Markdown(elem_id="note")
+            ui.candidates = gr.Dataframe(interactive=False, label="Candidates (best of k): the vote picked the SQL above",
+                                         visible=False, wrap=True, elem_id="candidates", max_height=300)
             with gr.Row():
                 ui.run = gr.Button("Run", variant="secondary", elem_id="run", scale=0, min_width=120)
                 ui.csv = gr.DownloadButton("Download CSV", visible=False, scale=0, min_width=160, size="md")
@@ -148,6 +161,7 @@ def compare_tab() -> SimpleNamespace:
     with gr.Row(equal_height=True):
         ui.question = gr.Textbox(label="Question", scale=3, elem_id="compare-question")
         ui.models = gr.CheckboxGroup(models, value=models[:MAX_COMPARED], scale=2, label=f"Models (2 to {MAX_COMPARED})")
+        ui.mode = decoding_radio("compare-mode")
         ui.compare = gr.Button("Compare", variant="primary", scale=1)
     ui.agreement = gr.Markdown("Pick 2 to 4 models and press **Compare**.")
     ui.slots = []  # header, SQL and result for each model
@@ -185,7 +199,8 @@ def wire_ask(demo: gr.Blocks, ui: SimpleNamespace, handlers: Handlers, workspace
     # cover the SQL box and stop the user from editing it.
     def generate_then_run(trigger) -> None:
         trigger(
-            handlers.generate, [*ui.source, ui.question, ui.model, workspace], [workspace, ui.sql, ui.note, generated],
+            handlers.generate, [*ui.source, ui.question, ui.model, workspace, ui.mode],
+            [workspace, ui.sql, ui.note, generated, ui.candidates],
             show_progress_on=[ui.sql], **generation_events, **PRIVATE,
         ).then(handlers.run_generated, [generated, *ui.source, ui.sql, workspace],
                [workspace, ui.table, ui.status, ui.csv], show_progress_on=[ui.status], **PRIVATE)
@@ -202,7 +217,7 @@ def wire_compare(demo: gr.Blocks, ui: SimpleNamespace, ask: SimpleNamespace, han
                  workspace: gr.State, generation_events: dict) -> None:
     ask.summary.change(lambda text: text, ask.summary, ui.database, **PRIVATE)
     for trigger in (ui.compare.click, ui.question.submit):
-        trigger(handlers.compare, [*ask.source, ui.question, ui.models, workspace],
+        trigger(handlers.compare, [*ask.source, ui.question, ui.models, workspace, ui.mode],
                 [workspace, ui.agreement, *ui.slots], show_progress_on=[ui.agreement], **generation_events, **PRIVATE)
     for trigger in (demo.load, ui.reload.click):
         trigger(handlers.leaderboard, None, [ui.board_message, ui.board_table, ui.board_chart], **PRIVATE)
@@ -226,6 +241,7 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
             with gr.Tab("About", id="about") as about:
                 gr.Markdown(ABOUT.format(
                     samples=settings.sample_values, timeout=settings.query_timeout_s, rows=settings.max_rows,
+                    k=settings.best_of_k, k_minus_1=settings.best_of_k - 1, temperature=settings.sampling_temperature,
                     upload_mb=settings.max_upload_bytes // 2**20, models=handlers.models_markdown(),
                 ))
                 loaded = gr.Markdown(handlers.loaded_models_markdown())

@@ -81,8 +81,7 @@ def tiny_random_model_dir() -> Path:
     import shutil
     import tempfile
 
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from text2sql.embedded import SMOLLM2_135M, part_paths
     from text2sql.settings import get_settings
@@ -92,11 +91,26 @@ def tiny_random_model_dir() -> Path:
         return folder
     gguf = part_paths(SMOLLM2_135M)[0]
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{TINY_RANDOM}-"))
+    save_tiny_llama(tokenizer, building, hidden_size=64)
+    try:
+        building.rename(folder)
+    except OSError:  # another process finished first
+        shutil.rmtree(building)
+    return folder
+
+
+def save_tiny_llama(tokenizer, folder: Path, hidden_size: int) -> None:
+    """A 2-layer Llama with random weights (seed 0) for ``tokenizer``, saved with it in ``folder``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -105,15 +119,8 @@ def tiny_random_model_dir() -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{TINY_RANDOM}-"))
-    LlamaForCausalLM(config).save_pretrained(building)
-    tokenizer.save_pretrained(building)
-    try:
-        building.rename(folder)
-    except OSError:  # another process finished first
-        shutil.rmtree(building)
-    return folder
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def load_model_and_tokenizer(model_args, backend: Backend, max_length: int, seed: int):

@@ -108,15 +108,20 @@ def test_a_schema_is_parsed_only_once_admitted(client, app_parts, fake_models, m
 
     parsed = []
     monkeypatch.setattr(pipeline, "parse_schema_text", lambda text: parsed.append(text))
+    response = _post_while_busy(client, app_parts)
+    assert response.status_code == 503 and parsed == []
+
+
+def _post_while_busy(client, app_parts):
+    """POST the original example while the one generation slot is taken and nothing may wait."""
     _, _, service = app_parts
     saved = service.limit
     service.limit = type(saved)(running=1, waiting=0)
     try:
         with service.limit.slot():
-            response = client.post("/generate_sql", json=ORIGINAL_EXAMPLE)
+            return client.post("/generate_sql", json=ORIGINAL_EXAMPLE)
     finally:
         service.limit = saved
-    assert response.status_code == 503 and parsed == []
 
 
 def test_nested_schema_text_is_a_400(client):
@@ -126,14 +131,7 @@ def test_nested_schema_text_is_a_400(client):
 
 
 def test_busy_is_a_503(client, app_parts, fake_models):
-    _, _, service = app_parts
-    saved = service.limit
-    service.limit = type(saved)(running=1, waiting=0)
-    try:
-        with service.limit.slot():
-            response = client.post("/generate_sql", json=ORIGINAL_EXAMPLE)
-    finally:
-        service.limit = saved
+    response = _post_while_busy(client, app_parts)
     assert response.status_code == 503 and response.json()["error"].startswith("The server is busy")
 
 

@@ -93,13 +93,18 @@ def _set_deadline(conn: sqlite3.Connection, seconds: float) -> None:
     conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_EVERY)
 
 
+def _interrupted(error: Exception) -> bool:
+    """SQLite stopped the statement because the progress handler's deadline passed."""
+    return "interrupted" in str(error).lower()
+
+
 def _explain_error(error: Exception, settings: Settings) -> str:
     """A plain-language message for a refused or failed query."""
     text = str(error)
     lowered = text.lower()
     if "authoriz" in lowered or "too many attached" in lowered or "readonly" in lowered or "query_only" in lowered:
         return "Refused: only read-only SELECT queries can run here (" + text + ")."
-    if "interrupted" in lowered:
+    if _interrupted(error):
         return f"Stopped: the query ran longer than the {settings.query_timeout_s:g} s limit."
     if "too big" in lowered:
         return f"Stopped: the query built a value larger than the {settings.max_value_bytes:,}-byte limit."
@@ -258,7 +263,7 @@ class Sandbox:
                     max_tables=settings.max_tables,
                 )
         except sqlite3.Error as error:
-            if "interrupted" in str(error).lower():
+            if _interrupted(error):
                 why = f"it took longer than the {settings.introspection_timeout_s:g} s limit."
             else:
                 why = _explain_error(error, settings)
@@ -311,7 +316,7 @@ def integrity_check(source: Source, settings: Settings) -> dict:
             _set_deadline(conn, settings.introspection_timeout_s)
             return {"problems": [row[0] for row in conn.execute("PRAGMA quick_check")], "error": None}
     except sqlite3.Error as error:
-        if "interrupted" in str(error).lower():
+        if _interrupted(error):
             return {"problems": [], "error": f"Checking the file took longer than the {settings.introspection_timeout_s:g} s limit."}
         return {"problems": [], "error": f"SQLite can't read this file: {error}."}
 

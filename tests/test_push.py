@@ -109,6 +109,41 @@ def test_offline_means_no_upload_even_with_a_token(tmp_path, trained_dir, capsys
     assert "the Hub can't be reached" in capsys.readouterr().out
 
 
+class RecordingHub:
+    """Stands in for huggingface_hub.HfApi (the Hub can't be reached from tests): records the
+    calls and answers with a commit the way the Hub does."""
+
+    calls: list = []
+
+    def __init__(self, token):
+        self.token = token
+
+    def create_repo(self, repo_id, repo_type, exist_ok):
+        self.calls.append(("create_repo", repo_id, repo_type, exist_ok))
+
+    def create_commit(self, repo_id, operations, commit_message):
+        from huggingface_hub import CommitInfo
+
+        self.calls.append(("create_commit", repo_id, sorted(op.path_in_repo for op in operations)))
+        return CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/{'a' * 40}", commit_message=commit_message,
+                          commit_description="", oid="a" * 40)
+
+
+def test_an_upload_is_one_commit_and_prints_the_revision_to_pin(tmp_path, trained_dir, monkeypatch, capsys):
+    monkeypatch.setattr("huggingface_hub.HfApi", RecordingHub)
+    monkeypatch.setattr("text2sql.registry.hub_offline", lambda: False)
+    RecordingHub.calls = []
+    staged = push.stage(trained_dir, tmp_path / "hub", None, "me/qwen-spider")
+    url = push.publish(staged, "me/qwen-spider", token="hf_token")
+    assert url == "https://huggingface.co/me/qwen-spider/commit/" + "a" * 40
+    (create, commit) = RecordingHub.calls
+    assert create == ("create_repo", "me/qwen-spider", "model", True)
+    assert commit[0:2] == ("create_commit", "me/qwen-spider")
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= set(commit[2])
+    assert "checkpoint-5" not in commit[2]
+    assert "repo_id: me/qwen-spider\n      revision: " + "a" * 40 in capsys.readouterr().out
+
+
 def test_a_folder_without_an_adapter_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         push.stage(tmp_path, tmp_path / "hub", None, "me/x")

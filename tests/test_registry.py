@@ -20,6 +20,8 @@ def test_packaged_registry_lists_the_default_and_the_tiny_model():
     assert registry.default == "qwen2.5-coder-0.5b-spider"
     default = registry.get()
     assert default.adapter.path == "adapters/qwen2.5-coder-0.5b-spider"
+    assert default.adapter.repo_id == "text2sql-project/qwen2.5-coder-0.5b-spider"  # where training.push publishes
+    assert default.adapter.revision is None  # not published yet: nothing to pin
     assert (Path(embedded.__file__).parent / default.adapter.path / "adapter_model.safetensors").is_file()
     assert default.base.repo_id == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
     assert len(default.base.revision) == 40
@@ -148,3 +150,24 @@ def test_an_uncached_hub_model_falls_back_to_the_embedded_copy():
     from transformers import AutoConfig
 
     assert AutoConfig.from_pretrained(resolved.path).model_type == "llama"
+
+
+def test_an_unpinned_hub_repo_beside_a_local_folder_uses_the_folder(tmp_path):
+    (tmp_path / "adapter").mkdir()
+    _fake_hub_cache("acme/moving-adapter", REVISION)  # even a cached "main" is not pulled over the shipped copy
+    spec = WeightsSpec(repo_id="acme/moving-adapter", path="adapter")
+    resolved = resolve_weights(spec, tmp_path)
+    assert resolved.path == tmp_path / "adapter"
+    assert resolved.origin == "local folder adapter; acme/moving-adapter not pinned yet"
+    assert spec.describe() == "local folder adapter (to be published as acme/moving-adapter, not pinned yet)"
+
+
+def test_a_pinned_hub_copy_comes_first_and_the_local_folder_is_the_offline_fallback(tmp_path):
+    (tmp_path / "adapter").mkdir()
+    spec = WeightsSpec(repo_id="acme/pinned-adapter", revision=REVISION, path="adapter")
+    assert spec.describe() == "acme/pinned-adapter@0123456789ab (offline: local folder adapter)"
+    fallback = resolve_weights(spec, tmp_path)
+    assert fallback.path == tmp_path / "adapter"
+    assert "acme/pinned-adapter @ " + REVISION + " is not in the local Hugging Face cache" in fallback.origin
+    _fake_hub_cache("acme/pinned-adapter", REVISION)
+    assert resolve_weights(spec, tmp_path).path.name == REVISION

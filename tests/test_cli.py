@@ -138,7 +138,8 @@ def test_ask_best_of_k_votes_and_says_how(awkward_db, fake_model, capsys):
 
 
 def test_ask_best_of_k_json_lists_the_candidates(awkward_db, fake_model, capsys):
-    fake_model.enqueue("SELECT nme FROM person", "SELECT nmae FROM person", "SELECT name FROM person WHERE id = 2")
+    fake_model.enqueue("SELECT nme FROM person", "SELECT nmae FROM person",
+                       "SELECT name FROM person WHERE id = 2", "SELECT nme FROM person")  # the last two: repairs
     assert main(["ask", "--db", str(awkward_db), "--mode", "best-of-k", "--k", "2", "--json", "Who?"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["decoding"] == {"mode": "best-of-k", "k": 2, "temperature": 0.8, "seed": 0}

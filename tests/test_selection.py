@@ -137,10 +137,11 @@ def test_when_every_candidate_fails_one_repair_round_feeds_the_error_back(fake_m
     fake_model.enqueue(
         ("SELECT nme FROM singer", -0.3), ("SELECT singer_name FROM singer", -0.2), ("", -0.1),  # q1: all fail
         ("SELECT count(*) FROM singer", -1.0), ("SELECT count(*) FROM singerz", -0.5), ("SELECT 3", -2.0),  # q2 is fine
-        "SELECT name FROM singer",  # q1's repair
+        # q1's repairs, drawn like its candidates: the most likely writes the failed query again
+        ("SELECT singer_name FROM singer", -0.1), ("SELECT name FROM singer", -0.4), ("SELECT nam FROM singer", -0.2),
     )
     answers = answer_batch(load_generator(), database, ["Names of singers?", "How many singers?"], Decoding.best_of(3))
-    assert fake_model.calls == [("sample", 2, 3), ("sample", 1, 1)]  # one repair, for q1 only
+    assert fake_model.calls == [("sample", 2, 3), ("sample", 1, 3)]  # one repair round, for q1 only
     repair_prompt = fake_model.history[-1]
     assert repair_prompt[:2] == fake_model.history[0]  # the same conversation, continued
     assert repair_prompt[2] == {"role": "assistant", "content": "SELECT singer_name FROM singer"}  # most likely with SQL
@@ -156,14 +157,15 @@ def test_when_every_candidate_fails_one_repair_round_feeds_the_error_back(fake_m
 
 
 def test_a_failed_repair_is_the_answer_with_its_error(fake_model, database):
-    fake_model.enqueue("SELECT nme FROM singer", "SELECT nme FROM singer", "SELECT naem FROM singer")
+    fake_model.enqueue("SELECT nme FROM singer", "SELECT nme FROM singer",
+                       ("SELECT nmae FROM singer", -2.0), ("SELECT naem FROM singer", -0.5))  # the repairs
     answer = ask(database, "Names?", decoding=Decoding.best_of(2))
-    assert answer.generation.sql == "SELECT naem FROM singer"
+    assert answer.generation.sql == "SELECT naem FROM singer"  # the most likely repair
     assert answer.result.error.startswith("no such column: naem") and not answer.result.ok
 
 
 def test_a_repair_without_sql_falls_back_to_the_most_likely_candidate(fake_model, database):
-    fake_model.enqueue(("SELECT nme FROM singer", -3.0), ("SELECT x FROM singer", -1.0), "I can't do that.")
+    fake_model.enqueue(("SELECT nme FROM singer", -3.0), ("SELECT x FROM singer", -1.0), "I can't do that.", "Sorry.")
     answer = ask(database, "Names?", decoding=Decoding.best_of(2))
     assert answer.generation.sql == "SELECT x FROM singer" and answer.generation.repair.sql == ""
     assert answer.result.error.startswith("no such column: x")

@@ -13,7 +13,8 @@ by a majority vote over what they return; one repair round when every candidate 
    most likely candidate is the answer. On a pasted schema every result is empty, so the
    most likely candidate that compiles wins.
 4. **Repair** (``repair_prompt``): when none ran, the most likely failed candidate and its
-   error go back to the model once (``text2sql.prompt.build_repair_messages``).
+   error go back to the model once (``text2sql.prompt.build_repair_messages``); k repairs are
+   drawn the way the candidates were, checked, and voted on the same way.
 
 ``text2sql.pipeline.answer_batch`` runs these steps; this module holds the pieces.
 

@@ -232,7 +232,8 @@ def test_generate_best_of_k_shows_the_candidates_and_how_the_vote_went(handlers,
 
 
 def test_generate_best_of_k_when_every_candidate_fails_shows_the_repair(handlers, fake_models):
-    fake_models.enqueue(*["SELECT nme FROM customers"] * 4, "SELECT name FROM customers WHERE city = 'Lyon'")
+    fake_models.enqueue(*["SELECT nme FROM customers"] * 4, "SELECT nme FROM customers",
+                        *["SELECT name FROM customers WHERE city = 'Lyon'"] * 2, "SELECT 1 FROM customer")  # repairs
     _, sql, note, _, candidates = handlers.generate(EXAMPLE, "shop", None, "", "Who lives in Lyon?", "", None,
                                                     BEST_OF_K)
     assert sql == "SELECT name FROM customers WHERE city = 'Lyon'"

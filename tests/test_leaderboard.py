@@ -76,6 +76,7 @@ def test_table_has_one_row_per_run_best_first_in_percent(results_dir):
     assert best["chatty %"] == 5.0 and best["valid SQL %"] == 97.0
     assert [best[f"{level} EX %"] for level in ("easy", "medium", "hard", "extra")] == [90.0, 70.0, 50.0, 30.0]
     assert best["n"] == 972
+    assert (best["p50 s"], best["p95 s"]) == (2.9, 6.1)
     assert list(table["decoding"]) == ["best of 8 (T 0.8)", "", ""]  # runs that didn't record it show nothing
 
 
@@ -86,6 +87,7 @@ def test_table_tolerates_missing_fields(tmp_path):
     assert table.iloc[0]["EX %"] == 50.0
     assert table.iloc[0]["EX 95% CI"] == ""
     assert table["EM %"].isna().all()
+    assert table["p50 s"].isna().all()
 
 
 def test_empty_results_give_an_empty_table_with_the_columns():

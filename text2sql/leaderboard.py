@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 HARDNESS = ("easy", "medium", "hard", "extra")
 _COLUMNS = ["run", "model", "decoding", "n", "EX %", "EX 95% CI", "EM %", "chatty %", "valid SQL %"] + [
     f"{level} EX %" for level in HARDNESS
-]
+] + ["p50 s", "p95 s"]
 
 
 def load_results(results_dir: str | os.PathLike) -> list[dict]:
@@ -62,6 +62,13 @@ def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]
 
 def _percent(value) -> float | None:
     return None if value is None else round(100 * value, 1)
+
+
+def _seconds(latency: dict | None, which: str) -> float | None:
+    """A latency percentile in seconds (1 decimal); None when the run has none (e.g. best of k
+    derived from a larger k, whose time says nothing about it)."""
+    value = (latency or {}).get(which)
+    return None if value is None else round(value / 1000, 1)
 
 
 def _ci_text(ci) -> str:
@@ -95,6 +102,8 @@ def leaderboard_table(results: list[dict]) -> pd.DataFrame:
         }
         for level in HARDNESS:
             row[f"{level} EX %"] = _percent((per_hardness.get(level) or {}).get("ex"))
+        row["p50 s"] = _seconds(result.get("latency_ms"), "p50")
+        row["p95 s"] = _seconds(result.get("latency_ms"), "p95")
         rows.append(row)
     table = pd.DataFrame(rows, columns=_COLUMNS)
     return table.sort_values("EX %", ascending=False, na_position="last", kind="stable").reset_index(drop=True)

@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     if not results:
         raise SystemExit(f"No runs found: no {args.results}/*/metrics.json.")
     table = leaderboard_table(results)
-    print(table.to_markdown(index=False) if args.markdown else table.to_string(index=False))
+    shown = table.astype(object).where(table.notna(), "")  # a run without a figure shows a blank, not nan
+    print(shown.to_markdown(index=False) if args.markdown else shown.to_string(index=False))
     chart = Path(args.chart or Path(args.results) / "leaderboard.png")
     leaderboard_chart(results).savefig(chart, dpi=120)
     print(f"\nchart: {chart}")

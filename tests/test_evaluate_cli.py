@@ -86,11 +86,14 @@ def test_leaderboard_prints_every_run_and_saves_a_chart(tmp_path, capsys):
             "split": "dev",
             "per_hardness": {"easy": {"n": 232, "ex": ex, "em": ex}},
         }
+        if run == "tuned":
+            metrics["latency_ms"] = {"p50": 2300.0, "p95": 4500.0}
         (tmp_path / run / "metrics.json").write_text(json.dumps(metrics))
     leaderboard.main(["--results", str(tmp_path), "--markdown"])
     output = capsys.readouterr().out
     assert output.index("tuned") < output.index("base")  # best EX first
     assert "|     60 |" in output and "|     40 |" in output
+    assert "|     2.3 |" in output and "nan" not in output  # base has no latency: blank
     assert (tmp_path / "leaderboard.png").read_bytes().startswith(b"\x89PNG")
 
 

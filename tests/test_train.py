@@ -116,12 +116,13 @@ def test_the_standard_trl_path_still_trains(tmp_path, tiny_registry):
     assert (out / "adapter_model.safetensors").is_file()
 
 
-def test_qlora_path_trains_on_cpu(tmp_path, tiny_registry):
-    """--quantize 4bit: bitsandbytes NF4 base (double quant), LoRA adapters on top."""
+def test_qlora_path_trains(tmp_path, tiny_registry):
+    """--quantize 4bit: bitsandbytes NF4 base (double quant), LoRA adapters on top; on the CPU
+    here, on the GPU where there is one (tests/test_cuda.py checks more there)."""
     out = tmp_path / "run"
     train(out, "--max_steps", "2", "--quantize", "4bit", "--max_train_examples", "8", "--max_eval_examples", "2")
     log = (out / "train.log").read_text()
-    assert "qlora-cpu" in log and "4-bit NF4" in log
+    assert f"qlora-{'cuda' if torch.cuda.is_available() else 'cpu'}" in log and "4-bit NF4" in log
     losses = logged_losses(out)
     assert len(losses) == 2 and all(loss == loss and loss > 0 for loss in losses)  # finite, not NaN
     weights = load_file(out / "adapter_model.safetensors")

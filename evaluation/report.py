@@ -96,9 +96,18 @@ def build_metrics(items: list[dict], model: str, split: str, predictions: list[d
         "model": model,
         "split": split,
         "decoding": run_decoding(list(predictions)),
-        "selection": selection_summary(list(predictions)),
+        "selection": _with_coverage(selection_summary(list(predictions)), items),
         "evaluator_version": EVALUATOR_VERSION,
     }
+
+
+def _with_coverage(selection: dict | None, items: list[dict]) -> dict | None:
+    """Adds ``any_candidate_ex``: the share of scored questions where a candidate (or the
+    repaired query) was right, the ceiling for the vote."""
+    covered = [i["any_candidate_ex"] for i in items if i.get("any_candidate_ex") is not None]
+    if selection is None or not covered:
+        return selection
+    return {**selection, "any_candidate_ex": round(sum(covered) / len(covered), 6)}
 
 
 def _pct(rate: float | None) -> str:
@@ -211,6 +220,12 @@ def _selection_rows(selection: dict | None) -> list[str]:
         f"| candidates that ran | {_pct(selection['candidates_ran_rate'])}% |",
         f"| questions where no candidate ran (repair round) | {selection['questions_without_a_running_candidate']} |",
         f"| ... of which the repaired query ran | {selection['repairs_that_ran']} |",
+        *(
+            [f"| a right answer among the candidates (or the repair): the most a vote could score | "
+             f"{_pct(selection['any_candidate_ex'])}% |"]
+            if selection.get("any_candidate_ex") is not None
+            else []
+        ),
     ]
 
 

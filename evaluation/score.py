@@ -1,10 +1,10 @@
 """Score a predictions file against Spider: EX, EM, chatty rate, valid-SQL rate, per hardness.
 
 Input: JSON lines ``{"id": <index in the split's file>, "db_id": ..., "prediction": "<sql>"}``;
-``raw`` (the model's whole output, for the chatty rate), ``latency_ms`` and ``model`` are
-used when present, other keys ignored. Items whose database is missing (dev's wta_1) are
+``raw`` (the model's whole output, for the chatty rate), ``latency_ms``, ``model`` and a
+best-of-k run's ``candidates`` are used when present, other keys ignored. Items whose database is missing (dev's wta_1) are
 counted, listed and excluded. Output in ``--out``: ``scored.jsonl`` (one line per item:
-``{"id", "ex", "em", "hardness", "error"}``), ``metrics.json``, ``report.md`` and
+``{"id", "ex", "em", "hardness", "error", "any_candidate_ex"}``), ``metrics.json``, ``report.md`` and
 ``chart.png``. Scoring runs in ``--workers`` processes, one database at a time each; every
 query runs in the sandbox with a ``--timeout`` (seconds, default the sandbox's).
 
@@ -42,17 +42,19 @@ def _matcher(tables_json: str):
 
 
 def score_database(
-    spider_root: str, db_id: str, items: list[tuple[int, str, str]], timeout_s: float | None
+    spider_root: str, db_id: str, items: list[tuple[int, str, str, tuple[str, ...] | None]], timeout_s: float | None
 ) -> list[dict]:
-    """EX and EM for ``items`` = [(id, gold, prediction)] on one database (runs in a worker)."""
+    """EX and EM for ``items`` = [(id, gold, prediction, candidates or None)] on one database
+    (runs in a worker)."""
     from evaluation.execution import execution_match
     from text2sql.spider import Spider
 
     spider = Spider(spider_root)
     matcher = _matcher(str(spider.root / "tables.json"))
     results = []
-    for item_id, gold, prediction in items:
+    for item_id, gold, prediction, candidates in items:
         outcome = execution_match(spider.db_path(db_id), gold, prediction, timeout_s)
+        others = () if candidates is None else dict.fromkeys(c for c in candidates if c and c != prediction)
         em, em_problem = matcher.match(db_id, gold, prediction)
         results.append(
             {
@@ -62,6 +64,10 @@ def score_database(
                 "executed": outcome.executed,
                 "error": outcome.error,
                 "em_problem": em_problem,
+                # Best-of-k: was any SQL the run produced right? What a perfect selection would score.
+                "any_candidate_ex": None if candidates is None else outcome.match or any(
+                    execution_match(spider.db_path(db_id), gold, sql, timeout_s).match for sql in others
+                ),
             }
         )
     return results
@@ -98,7 +104,7 @@ def score(predictions: Iterable[dict], spider, split: str = "dev", timeout_s: fl
                 score_database,
                 str(spider.root),
                 db,
-                [(e.id, e.query, by_id[e.id].get("prediction") or "") for e in group],
+                [(e.id, e.query, by_id[e.id].get("prediction") or "", candidate_sqls(by_id[e.id])) for e in group],
                 timeout_s,
             )
             for db, group in groups
@@ -130,11 +136,16 @@ def score(predictions: Iterable[dict], spider, split: str = "dev", timeout_s: fl
     return items, context
 
 
+def candidate_sqls(prediction: dict) -> tuple[str, ...] | None:
+    """A best-of-k line's candidate queries (None for other lines)."""
+    candidates = prediction.get("candidates")
+    return None if candidates is None else tuple(c.get("sql") or "" for c in candidates)
+
+
 def write_scored(items: list[dict], path: Path) -> None:
+    keys = ("id", "ex", "em", "hardness", "error", "any_candidate_ex")
     with open(path, "w") as handle:
-        handle.writelines(
-            json.dumps({k: item[k] for k in ("id", "ex", "em", "hardness", "error")}) + "\n" for item in items
-        )
+        handle.writelines(json.dumps({k: item[k] for k in keys}) + "\n" for item in items)
 
 
 def score_to_folder(

@@ -53,7 +53,7 @@ def test_evaluate_best_of_k_keeps_candidates_votes_and_the_decoding(best_of_3_ru
     metrics = json.loads((best_of_3_run / "metrics.json").read_text())
     assert metrics["ex"] == 1.0 and metrics["decoding"] == decoding
     assert metrics["selection"] == {"candidates_ran_rate": round(7 / 9, 6), "questions_without_a_running_candidate": 0,
-                                    "repairs_that_ran": 0}
+                                    "repairs_that_ran": 0, "any_candidate_ex": 1.0}
     assert "| decoding | best of 3: the greedy answer + 2 drawn at temperature 0.7" in (
         best_of_3_run / "report.md").read_text()
 
@@ -78,6 +78,10 @@ def test_fewer_candidates_selects_among_the_first_k_and_repairs_where_none_ran(b
     assert all(p["latency_ms"] is None for p in predictions)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["ex"] == pytest.approx(2 / 3)
+    # dev 0's vote missed the right candidate; a perfect selection would have scored all three
+    assert [(s["ex"], s["any_candidate_ex"]) for s in lines(out / "scored.jsonl")] == [(False, True), (True, True), (True, True)]
+    assert metrics["selection"]["any_candidate_ex"] == 1.0
+    assert "the most a vote could score | 100.0% |" in (out / "report.md").read_text()
     assert metrics["decoding"] == {"mode": "best-of-k", "k": 2, "temperature": 0.7, "seed": 5,
                                    "first_k_of": str(best_of_3_run)}
     assert metrics["latency_ms"] == {"p50": None, "p95": None}

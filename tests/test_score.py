@@ -64,7 +64,8 @@ def test_gold_predictions_score_100_percent_on_all_972_executable_items(gold_run
     }
     scored = [json.loads(line) for line in (gold_run / "scored.jsonl").read_text().splitlines()]
     assert len(scored) == 972 and all(s["ex"] and s["em"] and s["error"] is None for s in scored)
-    assert set(scored[0]) == {"id", "ex", "em", "hardness", "error"}
+    assert set(scored[0]) == {"id", "ex", "em", "hardness", "error", "any_candidate_ex"}
+    assert all(s["any_candidate_ex"] is None for s in scored)  # greedy lines have no candidates
 
 
 def test_metrics_json_has_exactly_the_agreed_keys(gold_run):

@@ -179,7 +179,11 @@ def final_evaluation(trainer) -> dict:
     return trainer.evaluate()
 
 
-def main(data_args: DataArguments, script_args: TrainArguments, training_args, model_args, argv: list[str]) -> dict:
+def main(
+    data_args: DataArguments, script_args: TrainArguments, training_args, model_args, argv: list[str], callbacks=()
+) -> dict:
+    """Train as the recipe says; the train (and eval) metrics. ``callbacks``: more
+    TrainerCallbacks (benchmarks/gpu_recipes.py times the steps with one)."""
     from training.backends import choose_backend
 
     # unsloth's attention kernels don't take the packing's 4D mask, and packing saves more
@@ -217,7 +221,7 @@ def main(data_args: DataArguments, script_args: TrainArguments, training_args, m
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[run_log_callback()],
+        callbacks=[run_log_callback(), *callbacks],
     )
     stats = epoch_stats(trainer.train_dataset)
     logger.info(f"one epoch: {json.dumps(stats)}")

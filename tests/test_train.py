@@ -33,7 +33,7 @@ def tiny_registry(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.setenv("TEXT2SQL_SPIDER_DIR", str(SPIDER))
 
 
-def train(output_dir: Path, *overrides: str) -> dict:
+def train(output_dir: Path, *overrides: str, callbacks=()) -> dict:
     argv = [
         "--config", str(SMOKE),
         "--model_name_or_path", HUB_ID,
@@ -44,7 +44,7 @@ def train(output_dir: Path, *overrides: str) -> dict:
         "--learning_rate", "1e-2",
         *overrides,
     ]  # fmt: skip
-    return main(*make_parser().parse_args_and_config(args=argv), argv=argv)
+    return main(*make_parser().parse_args_and_config(args=argv), argv=argv, callbacks=callbacks)
 
 
 def logged_losses(output_dir: Path) -> list[float]:
@@ -109,9 +109,17 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_registry):
 
 
 def test_the_standard_trl_path_still_trains(tmp_path, tiny_registry):
+    from transformers import TrainerCallback
+
+    class StepCounter(TrainerCallback):  # as benchmarks/gpu_recipes.py times steps
+        steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            StepCounter.steps += 1
+
     out = tmp_path / "run"
-    train(out, "--max_steps", "3", "--prefix_packing", "false", "--per_device_train_batch_size", "2")
-    assert len(logged_losses(out)) == 3
+    train(out, "--max_steps", "3", "--prefix_packing", "false", "--per_device_train_batch_size", "2", callbacks=[StepCounter()])
+    assert len(logged_losses(out)) == 3 and StepCounter.steps == 3
     assert "shared-prefix packing" not in (out / "train.log").read_text()
     assert (out / "adapter_model.safetensors").is_file()
 

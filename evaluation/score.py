@@ -2,10 +2,11 @@
 
 Input: JSON lines ``{"id": <index in the split's file>, "db_id": ..., "prediction": "<sql>"}``;
 ``raw`` (the model's whole output, for the chatty rate), ``latency_ms``, ``model`` and a
-best-of-k run's ``candidates`` are used when present, other keys ignored. Items whose database is missing (dev's wta_1) are
-counted, listed and excluded. Output in ``--out``: ``scored.jsonl`` (one line per item:
-``{"id", "ex", "em", "hardness", "error", "any_candidate_ex"}``), ``metrics.json``, ``report.md`` and
-``chart.png``. Scoring runs in ``--workers`` processes, one database at a time each; every
+best-of-k run's ``candidates`` are used when present, other keys ignored. Items whose
+database is missing (dev's wta_1) are counted, listed and excluded. Output in ``--out``:
+``scored.jsonl`` (one line per item: ``{"id", "ex", "em", "hardness", "error",
+"any_candidate_ex"}``, the last null but for best-of-k lines), ``metrics.json``,
+``report.md`` and ``chart.png``. Scoring runs in ``--workers`` processes, one database at a time each; every
 query runs in the sandbox with a ``--timeout`` (seconds, default the sandbox's).
 
     python -m evaluation.score --predictions results/RUN/predictions.jsonl [--spider DIR] [--out DIR] [--split dev]

@@ -216,17 +216,15 @@ def _decoding_text(decoding: dict | None) -> str:
 def _selection_rows(selection: dict | None) -> list[str]:
     if not selection:
         return []
-    return [
+    rows = [
         f"| candidates that ran | {_pct(selection['candidates_ran_rate'])}% |",
         f"| questions where no candidate ran (repair round) | {selection['questions_without_a_running_candidate']} |",
         f"| ... of which the repaired query ran | {selection['repairs_that_ran']} |",
-        *(
-            [f"| a right answer among the candidates (or the repair): the most a vote could score | "
-             f"{_pct(selection['any_candidate_ex'])}% |"]
-            if selection.get("any_candidate_ex") is not None
-            else []
-        ),
     ]
+    if selection.get("any_candidate_ex") is not None:
+        rows.append("| a right answer among the candidates (or the repair): the most a vote could score "
+                    f"| {_pct(selection['any_candidate_ex'])}% |")
+    return rows
 
 
 def chart(metrics: dict, items: list[dict], total: int):

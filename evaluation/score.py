@@ -6,8 +6,8 @@ best-of-k run's ``candidates`` are used when present, other keys ignored. Items 
 database is missing (dev's wta_1) are counted, listed and excluded. Output in ``--out``:
 ``scored.jsonl`` (one line per item: ``{"id", "ex", "em", "hardness", "error",
 "any_candidate_ex"}``, the last null but for best-of-k lines), ``metrics.json``,
-``report.md`` and ``chart.png``. Scoring runs in ``--workers`` processes, one database at a time each; every
-query runs in the sandbox with a ``--timeout`` (seconds, default the sandbox's).
+``report.md`` and ``chart.png``. Scoring runs in ``--workers`` processes, one database at a
+time each; every query runs in the sandbox with a ``--timeout`` (seconds, default the sandbox's).
 
     python -m evaluation.score --predictions results/RUN/predictions.jsonl [--spider DIR] [--out DIR] [--split dev]
 """
@@ -55,7 +55,6 @@ def score_database(
     results = []
     for item_id, gold, prediction, candidates in items:
         outcome = execution_match(spider.db_path(db_id), gold, prediction, timeout_s)
-        others = () if candidates is None else dict.fromkeys(c for c in candidates if c and c != prediction)
         em, em_problem = matcher.match(db_id, gold, prediction)
         results.append(
             {
@@ -65,9 +64,8 @@ def score_database(
                 "executed": outcome.executed,
                 "error": outcome.error,
                 "em_problem": em_problem,
-                # Best-of-k: was any SQL the run produced right? What a perfect selection would score.
-                "any_candidate_ex": None if candidates is None else outcome.match or any(
-                    execution_match(spider.db_path(db_id), gold, sql, timeout_s).match for sql in others
+                "any_candidate_ex": None if candidates is None else outcome.match or any_right(
+                    spider.db_path(db_id), gold, set(candidates) - {prediction, ""}, timeout_s
                 ),
             }
         )
@@ -135,6 +133,14 @@ def score(predictions: Iterable[dict], spider, split: str = "dev", timeout_s: fl
         "timeout_s": timeout_s,
     }
     return items, context
+
+
+def any_right(db_path, gold: str, queries: set[str], timeout_s: float | None) -> bool:
+    """Whether one of a best-of-k line's other queries returns the gold result: with the
+    prediction's own match, what a perfect selection would have scored."""
+    from evaluation.execution import execution_match
+
+    return any(execution_match(db_path, gold, sql, timeout_s).match for sql in queries)
 
 
 def candidate_sqls(prediction: dict) -> tuple[str, ...] | None:

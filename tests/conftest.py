@@ -24,6 +24,7 @@ from text2sql import engine  # noqa: E402
 
 
 SPIDER = Path(__file__).resolve().parents[1].parent / "shared" / "spider"
+TINY_HUB_ID = "test-org/tiny-llama"
 
 # Datasette-style fixture: awkward identifiers everywhere.
 AWKWARD_SQL = """
@@ -123,6 +124,15 @@ def tiny_model_dir(tmp_path_factory, smollm2_tokenizer_dir) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
     save_tiny_llama(AutoTokenizer.from_pretrained(smollm2_tokenizer_dir), folder, hidden_size=32)
     return folder
+
+
+@pytest.fixture
+def tiny_registry(tmp_path, monkeypatch, tiny_model_dir):
+    """A registry naming the tiny model by a Hub id, as models.yaml names Qwen; Spider from SPIDER."""
+    registry = tmp_path / "models.yaml"
+    registry.write_text(f"default: tiny\nmodels:\n  tiny:\n    base: {{repo_id: {TINY_HUB_ID}, path: {tiny_model_dir}}}\n")
+    monkeypatch.setenv("TEXT2SQL_REGISTRY", str(registry))
+    monkeypatch.setenv("TEXT2SQL_SPIDER_DIR", str(SPIDER))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_train import HUB_ID, logged_losses, tiny_registry, train  # noqa: F401 (fixture)
+from tests.conftest import SPIDER
+from tests.test_train import logged_losses, train
 from text2sql import engine
 from text2sql.prompt import build_messages
 from text2sql.registry import Registry
@@ -21,6 +22,7 @@ from text2sql.schema import Column, Schema, Table
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
+needs_spider = pytest.mark.skipif(not (SPIDER / "tables.json").is_file(), reason="Spider not found")
 SCHEMA = Schema(tables=(Table("singer", (Column("id", "INT"), Column("name", "TEXT"), Column("age", "INT"))),))
 
 
@@ -35,6 +37,7 @@ def assert_trained(out, backend: str, weights_phrase: str) -> None:
     assert lora_b and all(w.abs().sum() > 0 for w in lora_b)
 
 
+@needs_spider
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
 def test_qlora_trains_on_cuda_and_the_adapter_changes_the_model(tmp_path, tiny_registry, tiny_model_dir):
     from peft import PeftModel
@@ -56,6 +59,7 @@ def test_qlora_trains_on_cuda_and_the_adapter_changes_the_model(tmp_path, tiny_r
     assert not torch.allclose(base_logits, tuned_logits, atol=1e-2)
 
 
+@needs_spider
 def test_bf16_lora_trains_on_cuda(tmp_path, tiny_registry):
     out = tmp_path / "run"
     train(out, "--max_steps", "8", "--quantize", "none")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import SPIDER
+from tests.conftest import SPIDER, TINY_HUB_ID as HUB_ID
 from training.data import DataArguments, build
 from training.packing import PrefixPackCollator, pack_examples, packed_loss, tokenize_example
 from training.train import expand_push_to_hub, main, make_parser
@@ -21,16 +21,6 @@ from training.train import expand_push_to_hub, main, make_parser
 pytestmark = pytest.mark.skipif(not (SPIDER / "tables.json").is_file(), reason="Spider not found")
 
 SMOKE = Path(__file__).resolve().parents[1] / "training" / "recipes" / "smoke.yaml"
-HUB_ID = "test-org/tiny-llama"
-
-
-@pytest.fixture
-def tiny_registry(tmp_path, monkeypatch, tiny_model_dir):
-    """A registry naming the tiny model by a Hub id, as models.yaml names Qwen."""
-    registry = tmp_path / "models.yaml"
-    registry.write_text(f"default: tiny\nmodels:\n  tiny:\n    base: {{repo_id: {HUB_ID}, path: {tiny_model_dir}}}\n")
-    monkeypatch.setenv("TEXT2SQL_REGISTRY", str(registry))
-    monkeypatch.setenv("TEXT2SQL_SPIDER_DIR", str(SPIDER))
 
 
 def train(output_dir: Path, *overrides: str, callbacks=()) -> dict:
@@ -115,11 +105,11 @@ def test_the_standard_trl_path_still_trains(tmp_path, tiny_registry):
         steps = 0
 
         def on_step_end(self, args, state, control, **kwargs):
-            StepCounter.steps += 1
+            self.steps += 1
 
-    out = tmp_path / "run"
-    train(out, "--max_steps", "3", "--prefix_packing", "false", "--per_device_train_batch_size", "2", callbacks=[StepCounter()])
-    assert len(logged_losses(out)) == 3 and StepCounter.steps == 3
+    out, counter = tmp_path / "run", StepCounter()
+    train(out, "--max_steps", "3", "--prefix_packing", "false", "--per_device_train_batch_size", "2", callbacks=[counter])
+    assert len(logged_losses(out)) == 3 and counter.steps == 3
     assert "shared-prefix packing" not in (out / "train.log").read_text()
     assert (out / "adapter_model.safetensors").is_file()
 

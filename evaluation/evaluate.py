@@ -36,9 +36,13 @@ from pathlib import Path
 from text2sql.selection import GREEDY, MODES, Decoding
 
 
-def pending_examples(spider, split: str, done: set[int], limit: int | None) -> list:
-    """The split's questions that have a database, in file order (the first ``limit``), minus ``done``."""
-    runnable = [e for e in spider.examples(split) if spider.has_database(e.db_id)]
+def pending_examples(spider, split: str, done: set[int], limit: int | None, databases: set[str] | None = None) -> list:
+    """The split's questions that have a database (one of ``databases`` when given), in file
+    order (the first ``limit``), minus ``done``."""
+    runnable = [
+        e for e in spider.examples(split)
+        if spider.has_database(e.db_id) and (databases is None or e.db_id in databases)
+    ]
     if limit is not None:
         runnable = runnable[:limit]
     return [e for e in runnable if e.id not in done]
@@ -100,7 +104,14 @@ def check_same_decoding(done: list[dict], decoding: Decoding, path: Path) -> Non
 
 
 def generate_predictions(
-    model: str, spider, split: str, out: Path, limit: int | None, batch_size: int, decoding: Decoding = Decoding()
+    model: str,
+    spider,
+    split: str,
+    out: Path,
+    limit: int | None,
+    batch_size: int,
+    decoding: Decoding = Decoding(),
+    databases: set[str] | None = None,
 ) -> Path:
     from tqdm import tqdm
 
@@ -112,7 +123,7 @@ def generate_predictions(
     check_same_decoding(done, decoding, path)
     # Rewrite without a line cut short by an interrupted run, so appends start on a fresh line.
     path.write_text("".join(json.dumps(p) + "\n" for p in done))
-    todo = pending_examples(spider, split, {p["id"] for p in done}, limit)
+    todo = pending_examples(spider, split, {p["id"] for p in done}, limit, databases)
     if not todo:
         return path
     generator = load_generator(model)
@@ -132,6 +143,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="registry model name (text2sql models)")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions that have a database")
+    parser.add_argument(
+        "--databases",
+        default=None,
+        help="only questions about these databases (comma-separated db_ids), e.g. the ones a training run held out",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: results/<model>/)")
     parser.add_argument(
         "--spider", default=None, help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)"
@@ -149,6 +165,17 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_databases(spider, text: str | None) -> set[str] | None:
+    """The db_ids of ``--databases``; each must have a database file."""
+    if not text:
+        return None
+    databases = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = sorted(d for d in databases if not spider.has_database(d))
+    if unknown:
+        raise SystemExit(f"No database file for: {', '.join(unknown)} (under {spider.root / 'database'}).")
+    return databases
+
+
 def main(argv: list[str] | None = None) -> None:
     from evaluation.score import score_to_folder
     from text2sql.spider import Spider
@@ -162,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or Path("results") / args.model)
     out.mkdir(parents=True, exist_ok=True)
     spider = Spider(args.spider)
-    path = generate_predictions(args.model, spider, args.split, out, args.limit, args.batch_size, decoding)
+    databases = parse_databases(spider, args.databases)
+    path = generate_predictions(args.model, spider, args.split, out, args.limit, args.batch_size, decoding, databases)
     metrics = score_to_folder(path, out, args.spider, args.split, args.model, args.timeout, args.workers)
     print(f"{args.model}: n = {metrics['n']}  EX {100 * metrics['ex']:.1f}%  EM {100 * metrics['em']:.1f}%  -> {out}")
 

@@ -1,6 +1,7 @@
 """Best-of-k through the evaluation commands (fake model, real Spider databases): evaluate
 --mode best-of-k records candidates, votes and the decoding; fewer_candidates re-selects a
-smaller k from the same candidates and repairs where needed.
+smaller k from the same candidates and repairs where needed; vote_rules compares vote rules
+on the saved candidates of one run or several pooled.
 
     python -m pytest tests/test_best_of_k_eval.py -v
 """
@@ -9,7 +10,7 @@ import json
 
 import pytest
 
-from evaluation import evaluate, fewer_candidates
+from evaluation import evaluate, fewer_candidates, vote_rules
 from tests.conftest import SPIDER
 
 
@@ -100,3 +101,56 @@ def test_the_same_k_selects_again_among_all_candidates(best_of_3_run, fake_model
 def test_fewer_candidates_needs_k_no_larger_than_the_run(best_of_3_run, tmp_path):
     with pytest.raises(SystemExit, match="--k must be from 2 to 3"):
         fewer_candidates.main([str(best_of_3_run), "--k", "4", "--out", str(tmp_path / "x"), "--spider", str(SPIDER)])
+
+
+EMPTY = "SELECT name FROM singer WHERE age > 1000"  # runs, returns no rows
+
+
+@pytest.fixture
+def empty_answers_run(fake_model, tmp_path):
+    """A second best-of-3 run on the same questions: dev 0's three candidates agree on no rows."""
+    fake_model.reset()
+    fake_model.enqueue((EMPTY, -0.5), (EMPTY, -0.5), (EMPTY, -0.5), *[(GOLD_COUNT, -0.2)] * 3, *[(GOLD_ORDER, -0.3)] * 3)
+    out = tmp_path / "empty-answers"
+    evaluate.main(["--model", "fake", "--spider", str(SPIDER), "--out", str(out), "--batch-size", "2", "--workers", "1",
+                   "--limit", "3", "--mode", "best-of-k", "--k", "3", "--temperature", "0.7", "--seed", "5"])
+    return out
+
+
+def test_vote_rules_on_one_run(best_of_3_run, tmp_path, capsys):
+    out = tmp_path / "rules.json"
+    vote_rules.main([str(best_of_3_run), "--spider", str(SPIDER), "--out", str(out)])
+    record = json.loads(out.read_text())
+    # dev 0: two unlikely candidates agree on the right count; the likeliest (wrong) one outweighs them by probability
+    assert {name: row["ex"] for name, row in record["rules"].items()} == {
+        "votes": 1.0, "probability": pytest.approx(2 / 3), "votes, non-empty first": 1.0,
+        "probability, non-empty first": pytest.approx(2 / 3), "any candidate": 1.0,
+    }
+    assert record["rules"]["probability"]["a_only"] == 1 and record["rules"]["probability"]["b_only"] == 0
+    assert [q["votes"] for q in record["questions"]] == [True, True, True]
+    assert "3 questions, 3 candidates each, some candidate ran for 3" in capsys.readouterr().out
+
+
+def test_vote_rules_pools_runs_and_can_prefer_results_with_rows(best_of_3_run, empty_answers_run, tmp_path):
+    out = tmp_path / "rules.json"
+    vote_rules.main([str(best_of_3_run), str(empty_answers_run), "--spider", str(SPIDER), "--out", str(out)])
+    record = json.loads(out.read_text())
+    # dev 0 pooled: three empty results outvote the two right counts unless results with rows come first
+    assert record["questions"][0] == {"id": 0, "ran": True, "votes": False, "probability": False,
+                                      "votes, non-empty first": True, "probability, non-empty first": False,
+                                      "any candidate": True}
+    assert record["rules"]["votes, non-empty first"]["b_only"] == 1
+    assert record["runs"] == [str(best_of_3_run), str(empty_answers_run)]
+
+    # the first candidate of each run only: dev 0's greedy answers (wrong count, no rows) disagree, one vote each
+    vote_rules.main([str(best_of_3_run), str(empty_answers_run), "--per-run", "1", "--spider", str(SPIDER), "--out", str(out)])
+    first = json.loads(out.read_text())["questions"][0]
+    assert (first["votes"], first["votes, non-empty first"], first["any candidate"]) == (False, False, False)
+
+
+def test_vote_rules_needs_best_of_k_runs(tmp_path):
+    run = tmp_path / "greedy"
+    run.mkdir()
+    (run / "predictions.jsonl").write_text(json.dumps({"id": 0, "db_id": "concert_singer", "prediction": "SELECT 1"}) + "\n")
+    with pytest.raises(SystemExit, match="must be a best-of-k run"):
+        vote_rules.main([str(run), "--spider", str(SPIDER)])

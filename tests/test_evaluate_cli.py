@@ -43,6 +43,17 @@ def test_evaluate_generates_in_batches_resumes_and_scores(fake_model, tmp_path):
     assert metrics["n"] == 8 and metrics["ex"] == 5 / 8  # the fake answers SELECT 1 once its queue is empty
 
 
+@needs_spider
+def test_evaluate_can_keep_to_some_databases(fake_model, tmp_path):
+    out = tmp_path / "run"
+    args = ["--model", "fake", "--spider", str(SPIDER), "--out", str(out), "--workers", "1"]
+    evaluate.main(args + ["--databases", "pets_1, poker_player", "--limit", "4"])
+    predictions = lines(out / "predictions.jsonl")
+    assert [p["db_id"] for p in predictions] == ["pets_1"] * 4  # file order: pets_1 comes first
+    with pytest.raises(SystemExit, match="No database file for: no_such_db, wta_1"):
+        evaluate.main(args + ["--databases", "pets_1,wta_1,no_such_db"])
+
+
 def write_scored(folder, outcomes):
     folder.mkdir()
     (folder / "scored.jsonl").write_text(

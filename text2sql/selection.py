@@ -148,9 +148,8 @@ def _check(sql: str, schema: Schema, sandbox: Sandbox, has_data: bool) -> tuple[
     return (result.error, None) if not result.ok else (None, result)
 
 
-def choose(candidates: list[Candidate]) -> Candidate | None:
-    """The most likely candidate of the largest group of equal results (ties between groups:
-    the group with the most likely candidate wins); None when no candidate ran. Sets ``votes``."""
+def result_groups(candidates: list[Candidate]) -> list[list[Candidate]]:
+    """The candidates that ran, grouped by equal results (as bags of rows); sets ``votes``."""
     groups: list[list[Candidate]] = []
     for candidate in (c for c in candidates if c.ran):
         for group in groups:
@@ -162,6 +161,13 @@ def choose(candidates: list[Candidate]) -> Candidate | None:
     for group in groups:
         for candidate in group:
             candidate.votes = len(group)
+    return groups
+
+
+def choose(candidates: list[Candidate]) -> Candidate | None:
+    """The most likely candidate of the largest group of equal results (ties between groups:
+    the group with the most likely candidate wins); None when no candidate ran. Sets ``votes``."""
+    groups = result_groups(candidates)
     if not groups:
         return None
     winner = max(groups, key=lambda group: (len(group), max(c.logprob for c in group)))

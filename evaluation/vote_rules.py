@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from text2sql.selection import Candidate
+from text2sql.selection import Candidate, answers_something
 
 Group = list[Candidate]
 
@@ -36,17 +36,16 @@ def _likeliest(group: Group) -> float:
 
 
 def _answers_something(group: Group) -> bool:
-    """Rows, and not only NULLs (an aggregate over nothing returns one row of NULL)."""
-    rows = group[0].result.rows
-    return any(value is not None for row in rows for value in row)
+    return answers_something(group[0].result)
 
 
 RULES: dict[str, Callable[[Group], tuple]] = {
-    # text2sql.selection.choose: the most votes; ties to the group with the likeliest candidate.
+    # The most votes; ties to the group with the likeliest candidate (text2sql.selection.choose until 2026-11-26).
     "votes": lambda group: (len(group), _likeliest(group)),
     # Each vote weighted by the candidate's probability under the model.
     "probability": lambda group: (sum(math.exp(c.logprob) for c in group),),
-    # The most votes among results that say something; empty and all-NULL results only if nothing else ran.
+    # The most votes among results that answer something; empty and all-NULL results only if nothing else ran
+    # (text2sql.selection.choose since 2026-11-26, chosen with this comparison).
     "votes, non-empty first": lambda group: (_answers_something(group), len(group), _likeliest(group)),
     "probability, non-empty first": lambda group: (_answers_something(group), sum(math.exp(c.logprob) for c in group)),
 }

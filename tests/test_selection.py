@@ -1,5 +1,6 @@
 """Best-of-k selection with canned candidates (fake model, real SQLite sandbox): majority vote,
-ties by likelihood, failures dropped, the repair round, one batched call per database.
+answers with rows first, ties by likelihood, failures dropped, the repair round, one batched
+call per database.
 
     python -m pytest tests/test_selection.py -v
 """
@@ -73,6 +74,20 @@ def test_a_tie_between_groups_goes_to_the_group_with_the_most_likely_candidate(d
     )
     assert choose(candidates) is candidates[3]
     assert [c.votes for c in candidates] == [2, 2, 2, 2]
+
+
+def test_results_that_answer_something_outrank_more_votes_for_nothing(database):
+    candidates = checked(
+        database,
+        ("SELECT name FROM singer WHERE country = 'Chile'", -0.2),  # no rows
+        ("SELECT name FROM singer WHERE country = 'chile'", -0.3),  # no rows
+        ("SELECT max(age) FROM singer WHERE country = 'Chile'", -0.4),  # one row of NULL
+        ("SELECT name FROM singer WHERE country LIKE '%e%'", -3.0),  # the only answer with rows: 1 vote
+    )
+    assert choose(candidates) is candidates[3]
+    assert [c.votes for c in candidates] == [2, 2, 1, 1]
+    nothing = checked(database, *[(c.sql, c.logprob) for c in candidates[:3]])
+    assert choose(nothing) is nothing[0]  # with no answer that has rows, the plain vote decides
 
 
 def test_failing_candidates_are_dropped_with_their_reasons(database):

@@ -9,8 +9,9 @@ by a majority vote over what they return; one repair round when every candidate 
    that fails any step is dropped, with the reason kept. Identical SQL is checked once.
 3. **Vote** (``choose``): candidates whose results are equal (the rule of Spider's execution
    accuracy, ``text2sql.results.results_match``, as bags of rows) form a group; the largest
-   group wins, a tie goes to the group holding the most likely candidate, and the group's
-   most likely candidate is the answer. On a pasted schema every result is empty, so the
+   group wins, among the results that answer something (rows, not only NULLs) when there are
+   any; a tie goes to the group holding the most likely candidate, and the group's most
+   likely candidate is the answer. On a pasted schema every result is empty, so the
    most likely candidate that compiles wins.
 4. **Repair** (``repair_prompt``): when none ran, the most likely failed candidate and its
    error go back to the model once (``text2sql.prompt.build_repair_messages``); k repairs are
@@ -164,13 +165,26 @@ def result_groups(candidates: list[Candidate]) -> list[list[Candidate]]:
     return groups
 
 
+def answers_something(result: QueryResult) -> bool:
+    """Rows, and not only NULLs (an aggregate over no rows returns one row of NULL)."""
+    return any(value is not None for row in result.rows for value in row)
+
+
 def choose(candidates: list[Candidate]) -> Candidate | None:
-    """The most likely candidate of the largest group of equal results (ties between groups:
-    the group with the most likely candidate wins); None when no candidate ran. Sets ``votes``."""
+    """The most likely candidate of the largest group of equal results, among the results that
+    answer something when there are any (ties between groups: the group with the most likely
+    candidate wins); None when no candidate ran. Sets ``votes``.
+
+    Results with rows come first because, chosen on questions the adapter never saw (the 442
+    of the 9 Spider train databases its training held out: results/tuning/), that scored +2.5
+    points over the plain vote with 8 candidates (p = 0.001) and +1.4 with 4 (p = 0.03), though
+    19% of Spider's gold train queries return no rows (``python -m evaluation.vote_rules``)."""
     groups = result_groups(candidates)
     if not groups:
         return None
-    winner = max(groups, key=lambda group: (len(group), max(c.logprob for c in group)))
+    winner = max(
+        groups, key=lambda group: (answers_something(group[0].result), len(group), max(c.logprob for c in group))
+    )
     return max(winner, key=lambda c: c.logprob)
 
 

@@ -9,7 +9,7 @@ every rule (else the likeliest failed candidate: what a run answers without a re
 ``--per-run`` subset whose candidates all fail gets no repair here, though a run of its own
 would have had one). Each pick is scored by execution against gold
 (``evaluation.execution``), and every rule is compared with the first one (paired, McNemar).
-"any candidate" is the ceiling: some candidate, or the recorded answer, is right.
+"any candidate" is the ceiling: some candidate is right (or, where none ran, the repair).
 
 Tune on questions no reported figure uses (the databases a training run held out: see its
 train.log), then apply the chosen rule once to dev.
@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from text2sql.selection import Candidate, answers_something
+from text2sql.selection import Candidate, answers_something, vote_rank
 
 Group = list[Candidate]
 
@@ -46,7 +46,7 @@ RULES: dict[str, Callable[[Group], tuple]] = {
     "probability": lambda group: (sum(math.exp(c.logprob) for c in group),),
     # The most votes among results that answer something; empty and all-NULL results only if nothing else ran
     # (text2sql.selection.choose since 2026-11-26, chosen with this comparison).
-    "votes, non-empty first": lambda group: (_answers_something(group), len(group), _likeliest(group)),
+    "votes, non-empty first": vote_rank,
     "probability, non-empty first": lambda group: (_answers_something(group), sum(math.exp(c.logprob) for c in group)),
 }
 

@@ -182,10 +182,12 @@ def choose(candidates: list[Candidate]) -> Candidate | None:
     groups = result_groups(candidates)
     if not groups:
         return None
-    winner = max(
-        groups, key=lambda group: (answers_something(group[0].result), len(group), max(c.logprob for c in group))
-    )
-    return max(winner, key=lambda c: c.logprob)
+    return max(max(groups, key=vote_rank), key=lambda c: c.logprob)
+
+
+def vote_rank(group: list[Candidate]) -> tuple:
+    """How ``choose`` ranks a group of equal results: answers something, votes, likeliest candidate."""
+    return answers_something(group[0].result), len(group), max(c.logprob for c in group)
 
 
 def most_likely_failure(candidates: list[Candidate]) -> Candidate:

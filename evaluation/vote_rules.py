@@ -35,19 +35,19 @@ def _likeliest(group: Group) -> float:
     return max(c.logprob for c in group)
 
 
-def _answers_something(group: Group) -> bool:
-    return answers_something(group[0].result)
+def _probability(group: Group) -> float:
+    return sum(math.exp(c.logprob) for c in group)
 
 
 RULES: dict[str, Callable[[Group], tuple]] = {
     # The most votes; ties to the group with the likeliest candidate (text2sql.selection.choose until 2026-11-26).
     "votes": lambda group: (len(group), _likeliest(group)),
     # Each vote weighted by the candidate's probability under the model.
-    "probability": lambda group: (sum(math.exp(c.logprob) for c in group),),
+    "probability": lambda group: (_probability(group),),
     # The most votes among results that answer something; empty and all-NULL results only if nothing else ran
     # (text2sql.selection.choose since 2026-11-26, chosen with this comparison).
     "votes, non-empty first": vote_rank,
-    "probability, non-empty first": lambda group: (_answers_something(group), sum(math.exp(c.logprob) for c in group)),
+    "probability, non-empty first": lambda group: (answers_something(group[0].result), _probability(group)),
 }
 
 
@@ -69,11 +69,10 @@ def pooled_lines(runs: list[Path], first: int | None = None) -> list[tuple[dict,
 def question_outcomes(spider, gold: str, line: dict, records: list[dict]) -> dict:
     """Whether each rule's pick, and any candidate, is right for one question."""
     from evaluation.execution import execution_match
-    from text2sql.selection import check_candidates, most_likely_failure, result_groups
+    from text2sql.selection import check_candidates, choose, most_likely_failure
 
     candidates = [Candidate.from_record(record) for record in records]
     check_candidates(candidates, spider.schema(line["db_id"]), spider.sandbox(line["db_id"]), has_data=True)
-    groups = result_groups(candidates)
     db_path = spider.db_path(line["db_id"])
     verdicts: dict[str, bool] = {}
 
@@ -83,12 +82,11 @@ def question_outcomes(spider, gold: str, line: dict, records: list[dict]) -> dic
         return verdicts[sql]
 
     fallback = (line["repair"] or {}).get("sql") or most_likely_failure(candidates).sql
-    outcome = {"id": line["id"], "ran": bool(groups)}
-    for name, key in RULES.items():
-        outcome[name] = right(max(max(groups, key=key), key=lambda c: c.logprob).sql if groups else fallback)
-    outcome["any candidate"] = any(right(sql) for sql in {c.sql for c in candidates}) or (
-        not groups and right(fallback)
-    )
+    picks = {name: choose(candidates, rank) for name, rank in RULES.items()}
+    ran = any(c.ran for c in candidates)
+    outcome = {"id": line["id"], "ran": ran}
+    outcome.update({name: right(pick.sql if pick else fallback) for name, pick in picks.items()})
+    outcome["any candidate"] = any(right(sql) for sql in {c.sql for c in candidates}) or (not ran and right(fallback))
     return outcome
 
 

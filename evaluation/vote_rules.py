@@ -56,6 +56,11 @@ def pooled_lines(runs: list[Path], first: int | None = None) -> list[tuple[dict,
     all) for the questions all runs answered."""
     from evaluation.score import read_predictions
 
+    missing = [str(run) for run in runs if not (run / "predictions.jsonl").is_file()]
+    if missing:
+        raise SystemExit(f"No predictions.jsonl in: {', '.join(missing)}")
+    if first is not None and first < 1:
+        raise SystemExit(f"--per-run must be at least 1, not {first}.")
     by_run = [{line["id"]: line for line in read_predictions(run / "predictions.jsonl")} for run in runs]
     shared = sorted(set.intersection(*(set(lines) for lines in by_run)))
     if not shared:

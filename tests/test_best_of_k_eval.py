@@ -148,9 +148,13 @@ def test_vote_rules_pools_runs_and_can_prefer_results_with_rows(best_of_3_run, e
     assert (first["votes"], first["votes, non-empty first"], first["any candidate"]) == (False, False, False)
 
 
-def test_vote_rules_needs_best_of_k_runs(tmp_path):
+def test_vote_rules_refuses_what_it_cannot_compare(tmp_path):
     run = tmp_path / "greedy"
     run.mkdir()
     (run / "predictions.jsonl").write_text(json.dumps({"id": 0, "db_id": "concert_singer", "prediction": "SELECT 1"}) + "\n")
     with pytest.raises(SystemExit, match="must be a best-of-k run"):
         vote_rules.main([str(run), "--spider", str(SPIDER)])
+    with pytest.raises(SystemExit, match="No predictions.jsonl in: .*nowhere"):
+        vote_rules.main([str(tmp_path / "nowhere"), "--spider", str(SPIDER)])
+    with pytest.raises(SystemExit, match="--per-run must be at least 1, not 0"):
+        vote_rules.main([str(run), "--per-run", "0", "--spider", str(SPIDER)])

@@ -76,9 +76,10 @@ def _ci_text(ci) -> str:
 
 
 def decoding_label(decoding: dict | None) -> str:
-    """"greedy", "best of 8 (T 0.8)", or "" when the run didn't record how it decoded."""
+    """"greedy" or "best of 8 (T 0.8)". A run that didn't record how it decoded was greedy:
+    runs have recorded it since best-of-k existed (as ``evaluation.evaluate`` assumes too)."""
     if not decoding:
-        return ""
+        return "greedy"
     if decoding.get("mode") != "best-of-k":
         return str(decoding.get("mode", ""))
     return f"best of {decoding.get('k')} (T {decoding.get('temperature'):g})"

@@ -33,6 +33,7 @@ import itertools
 import json
 from pathlib import Path
 
+from text2sql import cpu
 from text2sql.selection import GREEDY, MODES, Decoding
 
 
@@ -85,6 +86,7 @@ def prediction_lines(generator, spider, batch: list, decoding: Decoding = Decodi
             "warnings": generation.warnings,
             "model": generation.model,
             "decoding": decoding.as_dict(),
+            "cpu": cpu.kind(),
         }
         if not decoding.is_greedy:
             line["candidates"] = [c.as_dict() for c in generation.candidates]

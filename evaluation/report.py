@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy
@@ -57,6 +58,14 @@ def run_decoding(predictions: list[dict]) -> dict | None:
     return json.loads(recorded.pop()) if recorded else None
 
 
+def run_cpu(predictions: list[dict]) -> dict[str, int] | None:
+    """The CPU kinds the predictions were made on (``text2sql.cpu.kind``, on every line since
+    2026-11-30) and how many lines each; None when no line says. A run resumed on another kind
+    of machine has more than one, and its latencies mix both."""
+    kinds = Counter(p["cpu"] for p in predictions if p.get("cpu"))
+    return dict(sorted(kinds.items())) or None
+
+
 def selection_summary(predictions: list[dict]) -> dict | None:
     """Best-of-k runs: how many candidates ran, and how often the repair round was needed and worked."""
     picked = [p for p in predictions if p.get("candidates") is not None]
@@ -96,6 +105,7 @@ def build_metrics(items: list[dict], model: str, split: str, predictions: list[d
         "model": model,
         "split": split,
         "decoding": run_decoding(list(predictions)),
+        "cpu": run_cpu(list(predictions)),
         "selection": _with_coverage(selection_summary(list(predictions)), items),
         "evaluator_version": EVALUATOR_VERSION,
     }

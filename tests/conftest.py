@@ -116,13 +116,15 @@ def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, smollm2_tokenizer_dir) -> Path:
-    """A 2-layer Llama with random weights and SmolLM2's real tokenizer, saved as a local folder."""
+    """A 2-layer Llama with random weights and SmolLM2's real tokenizer, saved as a local folder.
+    Hidden size 64: the narrowest shapes bitsandbytes' 4-bit layers accept on every CPU (its
+    AVX512-BF16 kernel packs 64-value blocks of inputs and 32-row groups of outputs)."""
     from transformers import AutoTokenizer
 
     from training.backends import save_tiny_llama
 
     folder = tmp_path_factory.mktemp("tiny-llama")
-    save_tiny_llama(AutoTokenizer.from_pretrained(smollm2_tokenizer_dir), folder, hidden_size=32)
+    save_tiny_llama(AutoTokenizer.from_pretrained(smollm2_tokenizer_dir), folder, hidden_size=64)
     return folder
 
 

@@ -85,11 +85,3 @@ def test_stopping_criterion_stops_each_row_at_the_end_of_its_sql(smollm2_tokeniz
     batch = torch.stack([torch.cat([prompt[0], n, pad.repeat(width - len(n))]) for n in new])
     flags = engine._StopAtEndOfSQL(tokenizer, prompt_length=prompt.shape[1])(batch, None)
     assert flags.tolist() == [True, False, True, False]
-
-
-def test_dtype_is_fp32_on_cpus_without_fast_bf16(monkeypatch):
-    monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: False)
-    if not torch.cuda.is_available():
-        assert engine.inference_dtype() == torch.float32
-    monkeypatch.setenv("TEXT2SQL_DTYPE", "bfloat16")
-    assert engine.inference_dtype() == torch.bfloat16

@@ -10,6 +10,7 @@ import pytest
 
 from evaluation import compare, evaluate, leaderboard
 from tests.conftest import SPIDER
+from text2sql import cpu
 
 
 needs_spider = pytest.mark.skipif(not (SPIDER / "dev.json").is_file(), reason="Spider data not found")
@@ -41,6 +42,7 @@ def test_evaluate_generates_in_batches_resumes_and_scores(fake_model, tmp_path):
     assert [p["id"] for p in lines(out / "predictions.jsonl")] == list(range(8))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 8 and metrics["ex"] == 5 / 8  # the fake answers SELECT 1 once its queue is empty
+    assert metrics["cpu"] == {cpu.kind(): 8}  # every line records the kind of CPU it was made on
 
 
 @needs_spider

@@ -90,6 +90,20 @@ def test_table_tolerates_missing_fields(tmp_path):
     assert table["p50 s"].isna().all()
 
 
+def test_the_table_names_the_cpu_each_run_was_made_on():
+    from evaluation.report import run_cpu
+
+    assert run_cpu([{"cpu": "avx2"}, {"cpu": "avx2"}]) == {"avx2": 2}
+    assert run_cpu([{"id": 1}]) is None  # made before the CPU was recorded
+    resumed = run_cpu([{"cpu": "avx2"}, {"cpu": "avx512_bf16"}, {"cpu": "avx2"}])
+    results = [
+        {**metrics(0.5, 0.4, model="m"), "run": "one-kind", "cpu": {"avx512_bf16": 972}},
+        {**metrics(0.5, 0.4, model="m"), "run": "resumed", "cpu": resumed},
+        {**metrics(0.5, 0.4, model="m"), "run": "old"},
+    ]
+    assert leaderboard_table(results)["CPU"].tolist() == ["avx512_bf16", "avx2 ×2, avx512_bf16 ×1", "not recorded"]
+
+
 def test_empty_results_give_an_empty_table_with_the_columns():
     table = leaderboard_table([])
     assert len(table) == 0 and "EX %" in table.columns and "extra EX %" in table.columns

@@ -67,12 +67,15 @@ def test_smoke_recipe_is_small():
 
 def test_backends_on_cpu(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    monkeypatch.setattr("training.backends.cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setenv("TEXT2SQL_CPU_FLAGS", "avx2")
     assert choose_backend("auto") == choose_backend("none")
     assert (choose_backend("auto").name, choose_backend("auto").bf16) == ("lora-cpu", False)
     assert (choose_backend("4bit").name, choose_backend("4bit").quantize_4bit) == ("qlora-cpu", True)
-    monkeypatch.setattr("training.backends.cpu_has_fast_bf16", lambda: True)
-    assert choose_backend("auto").bf16  # AMX / AVX512-BF16
+    for flags in ("avx2,avx512f,avx512_bf16", "avx2,avx512f,avx512_bf16,amx_tile,amx_bf16"):
+        monkeypatch.setenv("TEXT2SQL_CPU_FLAGS", flags)
+        assert choose_backend("auto").bf16 and choose_backend("4bit").bf16  # native bf16
+    monkeypatch.setenv("TEXT2SQL_CPU_FLAGS", "avx2,avx512f")  # AVX-512 without BF16 emulates it
+    assert not choose_backend("auto").bf16
 
 
 def test_unsloth_only_with_cuda_and_when_installed(monkeypatch):

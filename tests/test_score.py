@@ -28,6 +28,7 @@ METRIC_KEYS = {
     "model",
     "split",
     "decoding",
+    "cpu",
     "selection",
     "evaluator_version",
 }
@@ -75,6 +76,7 @@ def test_metrics_json_has_exactly_the_agreed_keys(gold_run):
     assert metrics["ex_ci95"][0] < 1.0 == metrics["ex_ci95"][1]
     assert metrics["model"] == "gold" and metrics["split"] == "dev"
     assert metrics["decoding"] is None and metrics["selection"] is None  # lines that don't say how they were made
+    assert metrics["cpu"] is None
 
 
 def test_the_report_states_n_and_lists_the_missing_database_items(gold_run):

@@ -114,17 +114,95 @@ def test_the_standard_trl_path_still_trains(tmp_path, tiny_registry):
     assert (out / "adapter_model.safetensors").is_file()
 
 
-def test_qlora_path_trains(tmp_path, tiny_registry):
-    """--quantize 4bit: bitsandbytes NF4 base (double quant), LoRA adapters on top; on the CPU
-    here, on the GPU where there is one (tests/test_cuda.py checks more there)."""
-    out = tmp_path / "run"
-    train(out, "--max_steps", "2", "--quantize", "4bit", "--max_train_examples", "8", "--max_eval_examples", "2")
+class LayoutWatch:
+    """A TrainerCallback noting, at every step and evaluation, any 4-bit layer bitsandbytes
+    has repacked for its inference kernel (a layout training can't compute gradients through)."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        watch = self
+
+        class Callback(TrainerCallback):
+            def on_step_begin(self, args, state, control, model=None, **kwargs):
+                watch.check(model, f"step {state.global_step + 1}")
+
+            def on_evaluate(self, args, state, control, model=None, **kwargs):
+                watch.check(model, f"evaluation at step {state.global_step}")
+
+        self.callback, self.seen, self.repacked = Callback(), [], []
+
+    def check(self, model, when: str) -> None:
+        from bitsandbytes.nn import Linear4bit
+
+        layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+        assert layers, "no 4-bit layers"
+        self.seen.append(when)
+        self.repacked += [when for m in layers if getattr(m.weight.quant_state, "packing_format_for_cpu", False)]
+
+
+def qlora_steps_with_evaluation(out: Path, *overrides: str) -> tuple[dict, LayoutWatch]:
+    """Two 4-bit training steps with an evaluation after each (train -> eval -> train)."""
+    watch = LayoutWatch()
+    metrics = train(
+        out, "--max_steps", "2", "--quantize", "4bit", "--eval_strategy", "steps", "--eval_steps", "1",
+        *overrides, callbacks=[watch.callback],
+    )  # fmt: skip
+    return metrics, watch
+
+
+def assert_trained_in_4bit(out: Path, metrics: dict) -> None:
     log = (out / "train.log").read_text()
     assert f"qlora-{'cuda' if torch.cuda.is_available() else 'cpu'}" in log and "4-bit NF4" in log
     losses = logged_losses(out)
     assert len(losses) == 2 and all(loss == loss and loss > 0 for loss in losses)  # finite, not NaN
+    assert metrics["eval_loss"] == metrics["eval_loss"] and metrics["eval_loss"] > 0
     weights = load_file(out / "adapter_model.safetensors")
     assert any("lora_B" in name and w.abs().sum() > 0 for name, w in weights.items())
+
+
+def test_qlora_path_trains(tmp_path, tiny_registry):
+    """--quantize 4bit: bitsandbytes NF4 base (double quant), LoRA adapters on top, trained and
+    evaluated in turn; on the CPU here, on the GPU where there is one (tests/test_cuda.py checks
+    more there)."""
+    out = tmp_path / "run"
+    metrics, watch = qlora_steps_with_evaluation(out, "--max_train_examples", "8", "--max_eval_examples", "2")
+    assert_trained_in_4bit(out, metrics)
+    assert watch.seen == ["step 1", "evaluation at step 1", "step 2", "evaluation at step 2"]
+    assert watch.repacked == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bitsandbytes' CPU kernels")
+def test_qlora_on_cpu_keeps_its_training_layout_where_bitsandbytes_has_its_avx512_bf16_kernel(
+    tmp_path, tiny_registry, monkeypatch
+):
+    """bitsandbytes decides per layer, when the layer is built, whether to repack it for its
+    AVX512-BF16 inference kernel: here it is told it may, whatever this CPU is, so the branch
+    AVX512-BF16 machines take runs on every machine. Training must still evaluate and go on
+    training in its own layout (repacked layers break gradients, and narrow ones crash)."""
+    import bitsandbytes.nn.modules as bnb_modules
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+    out = tmp_path / "run"
+    metrics, watch = qlora_steps_with_evaluation(out, "--max_train_examples", "8", "--max_eval_examples", "2")
+    assert_trained_in_4bit(out, metrics)
+    assert len(watch.seen) == 4 and watch.repacked == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bitsandbytes' CPU kernels")
+def test_qlora_trains_and_evaluates_the_embedded_qwen_on_cpu(tmp_path, monkeypatch):
+    """The real shapes (Qwen2.5-Coder-0.5B, 4-bit NF4): two training steps and an evaluation
+    after each, on whatever CPU runs the suite (on AVX512-BF16 CPUs, where bitsandbytes would
+    repack the layers, too)."""
+    monkeypatch.setenv("TEXT2SQL_SPIDER_DIR", str(SPIDER))
+    out = tmp_path / "run"
+    metrics, watch = qlora_steps_with_evaluation(
+        out, "--model_name_or_path", "qwen2.5-coder-0.5b", "--max_train_examples", "4", "--max_eval_examples", "1",
+        "--pack_max_tokens", "1024", "--lora_r", "4",
+    )  # fmt: skip
+    assert_trained_in_4bit(out, metrics)
+    assert watch.repacked == []
 
 
 def test_push_to_hub_takes_a_repo_name():

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from text2sql import cpu
 from text2sql.prompt import Messages
 from text2sql.registry import ModelSpec, Registry, default_registry, resolve_weights
 from text2sql.settings import get_settings
@@ -95,23 +96,13 @@ def unload_all() -> None:
 # transformers backend
 
 
-def cpu_has_fast_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run natively (~3x faster prefill than fp32).
-    Without them (e.g. AVX2-only CPUs) PyTorch emulates bf16 and is ~6x slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def inference_dtype():
     import torch
 
     choice = get_settings().dtype
     if choice != "auto":
         return getattr(torch, choice)
-    if torch.cuda.is_available() or cpu_has_fast_bf16():
+    if torch.cuda.is_available() or cpu.has_fast_bf16():
         return torch.bfloat16
     return torch.float32
 

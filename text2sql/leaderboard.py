@@ -5,7 +5,8 @@ An evaluation run writes ``results/<run>/metrics.json`` (see ``python -m evaluat
     {"n", "ex", "em", "chatty_rate", "valid_sql_rate", "ex_ci95": [lo, hi], "em_ci95",
      "per_hardness": {"easy": {"n", "ex", "em"}, "medium": ..., "hard": ..., "extra": ...},
      "latency_ms": {"p50", "p95"}, "model", "split", "evaluator_version",
-     "decoding": {"mode", "k", "temperature", "seed"} or null, "selection": {...} or null}
+     "decoding": {"mode", "k", "temperature", "seed"} or null, "selection": {...} or null,
+     "cpu": {kind: predictions made on it} or null (text2sql.cpu.kind)}
 
 with rates as fractions in [0, 1]. The app's Compare tab and the evaluation reports both
 read it through here:
@@ -31,7 +32,7 @@ from matplotlib.figure import Figure
 HARDNESS = ("easy", "medium", "hard", "extra")
 _COLUMNS = ["run", "model", "decoding", "n", "EX %", "EX 95% CI", "EM %", "chatty %", "valid SQL %"] + [
     f"{level} EX %" for level in HARDNESS
-] + ["p50 s", "p95 s"]
+] + ["p50 s", "p95 s", "CPU"]
 
 
 def load_results(results_dir: str | os.PathLike) -> list[dict]:
@@ -85,6 +86,16 @@ def decoding_label(decoding: dict | None) -> str:
     return f"best of {decoding.get('k')} (T {decoding.get('temperature'):g})"
 
 
+def cpu_label(kinds: dict[str, int] | None) -> str:
+    """The CPU kind a run was generated on (``text2sql.cpu.kind``); counts when a resumed run
+    mixes kinds; "not recorded" for runs made before it was recorded."""
+    if not kinds:
+        return "not recorded"
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    return ", ".join(f"{kind} ×{count}" for kind, count in kinds.items())
+
+
 def leaderboard_table(results: list[dict]) -> pd.DataFrame:
     """One row per run, best execution accuracy first; rates in percent (1 decimal)."""
     rows = []
@@ -105,6 +116,7 @@ def leaderboard_table(results: list[dict]) -> pd.DataFrame:
             row[f"{level} EX %"] = _percent((per_hardness.get(level) or {}).get("ex"))
         row["p50 s"] = _seconds(result.get("latency_ms"), "p50")
         row["p95 s"] = _seconds(result.get("latency_ms"), "p95")
+        row["CPU"] = cpu_label(result.get("cpu"))
         rows.append(row)
     table = pd.DataFrame(rows, columns=_COLUMNS)
     return table.sort_values("EX %", ascending=False, na_position="last", kind="stable").reset_index(drop=True)

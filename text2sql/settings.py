@@ -59,6 +59,9 @@ class Settings:
     # Generation.
     dtype: str = "auto"
     """Weights dtype on CPU: "auto" (bf16 where the CPU has AVX512-BF16/AMX, else fp32), "bfloat16" or "float32"."""
+    cpu_flags: str = ""
+    """CPU feature flags to act on instead of /proc/cpuinfo's, comma-separated (e.g. "avx2"):
+    every choice made from CPU features then follows these (text2sql/cpu.py)."""
     max_new_tokens: int = 256
     """Tokens generated at most for one SQL answer."""
     best_of_k: int = 4

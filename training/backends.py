@@ -10,8 +10,9 @@
 * ``lora-cpu``: fp32 weights and LoRA; bf16 only where the CPU has AVX512-BF16/AMX (elsewhere
   PyTorch emulates bf16, ~6x slower than fp32);
 * ``qlora-cpu``: ``quantize=4bit`` forces the bitsandbytes path on CPU. It works, slowly;
-  the tests use it to cover the QLoRA code. Never call ``generate()`` on a 4-bit model before
-  training it: bitsandbytes repacks the weights and the gradients go silently wrong.
+  the tests use it to cover the QLoRA code. On CPUs with AVX512-BF16, bitsandbytes repacks a
+  4-bit layer for an inference kernel the first time it runs without gradients (generate, an
+  evaluation pass) and never packs it back: ``keep_4bit_training_layout`` stops that here.
 
 Model names resolve through the app's registry, so ``Qwen/Qwen2.5-Coder-0.5B-Instruct`` (or
 ``qwen2.5-coder-0.5b``) loads from the HF cache at the pinned revision, else the Hub, else
@@ -24,7 +25,7 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
-from text2sql.engine import cpu_has_fast_bf16
+from text2sql import cpu
 from text2sql.registry import Registry, resolve_weights
 
 
@@ -56,7 +57,7 @@ def choose_backend(quantize: str = "auto", use_unsloth: bool = True) -> Backend:
         if use_unsloth and importlib.util.find_spec("unsloth") is not None:
             return Backend("unsloth", "cuda", four_bit, bf16=True)
         return Backend("qlora-cuda" if four_bit else "lora-cuda", "cuda", four_bit, bf16=True)
-    return Backend("qlora-cpu" if four_bit else "lora-cpu", "cpu", four_bit, bf16=cpu_has_fast_bf16())
+    return Backend("qlora-cpu" if four_bit else "lora-cpu", "cpu", four_bit, bf16=cpu.has_fast_bf16())
 
 
 def resolve_model(name_or_path: str, revision: str | None = None) -> tuple[str, str | None]:
@@ -152,6 +153,8 @@ def load_model_and_tokenizer(model_args, backend: Backend, max_length: int, seed
     )
     if quantization is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if backend.device == "cpu":
+            keep_4bit_training_layout(model)
     if hub_id:
         model.name_or_path = hub_id  # peft writes this into adapter_config.json as the base
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -160,6 +163,26 @@ def load_model_and_tokenizer(model_args, backend: Backend, max_length: int, seed
     if peft_config.target_modules in (None, {"all-linear"}):
         peft_config.target_modules = "all-linear"  # peft's keyword is a string, never in a list
     return model, tokenizer, peft_config
+
+
+def keep_4bit_training_layout(model) -> int:
+    """Keep every 4-bit layer in the layout training computes with; the number of layers.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit``'s weights for its
+    bf16 inference kernel the first time the layer runs in eval mode without gradients, and
+    nothing packs them back when training resumes. After the Trainer's first evaluation,
+    training would then run through that kernel, which has no backward: gradients to the
+    earlier layers' adapters go silently wrong (or raise). And a layer whose shape doesn't
+    fit the packing (fewer than 64 inputs, the quantisation block; outputs not a multiple
+    of 32) fails to repack with a reshape error. With repacking off, evaluation dequantizes
+    exactly as training does, on every kind of CPU.
+    """
+    from bitsandbytes.nn import Linear4bit
+
+    layers = [module for module in model.modules() if isinstance(module, Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
 
 
 def _load_unsloth(path, hub_id, model_args, backend: Backend, max_length: int, seed: int):

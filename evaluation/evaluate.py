@@ -114,6 +114,7 @@ def generate_predictions(
     batch_size: int,
     decoding: Decoding = Decoding(),
     databases: set[str] | None = None,
+    registry=None,
 ) -> Path:
     from tqdm import tqdm
 
@@ -128,7 +129,7 @@ def generate_predictions(
     todo = pending_examples(spider, split, {p["id"] for p in done}, limit, databases)
     if not todo:
         return path
-    generator = load_generator(model)
+    generator = load_generator(model, registry)
     with (
         open(path, "a") as handle,
         tqdm(total=len(todo), desc=f"generating ({len(done)} done before)", unit="q") as bar,
@@ -149,6 +150,11 @@ def make_parser() -> argparse.ArgumentParser:
         "--databases",
         default=None,
         help="only questions about these databases (comma-separated db_ids), e.g. the ones a training run held out",
+    )
+    parser.add_argument(
+        "--adapter",
+        default=None,
+        help="a LoRA adapter folder (e.g. a training checkpoint) to use instead of the model's own adapter",
     )
     parser.add_argument("--out", default=None, help="output folder (default: results/<model>/)")
     parser.add_argument(
@@ -180,6 +186,7 @@ def parse_databases(spider, text: str | None) -> set[str] | None:
 
 def main(argv: list[str] | None = None) -> None:
     from evaluation.score import score_to_folder
+    from text2sql.registry import default_registry
     from text2sql.spider import Spider
 
     args = make_parser().parse_args(argv)
@@ -188,13 +195,16 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     decoding = Decoding.from_mode(args.mode, args.k, args.temperature, args.seed)
+    registry, model = None, args.model
+    if args.adapter:
+        registry, model = default_registry().with_adapter(args.model, Path(args.adapter))
     out = Path(args.out or Path("results") / args.model)
     out.mkdir(parents=True, exist_ok=True)
     spider = Spider(args.spider)
     databases = parse_databases(spider, args.databases)
-    path = generate_predictions(args.model, spider, args.split, out, args.limit, args.batch_size, decoding, databases)
-    metrics = score_to_folder(path, out, args.spider, args.split, args.model, args.timeout, args.workers)
-    print(f"{args.model}: n = {metrics['n']}  EX {100 * metrics['ex']:.1f}%  EM {100 * metrics['em']:.1f}%  -> {out}")
+    path = generate_predictions(model, spider, args.split, out, args.limit, args.batch_size, decoding, databases, registry)
+    metrics = score_to_folder(path, out, args.spider, args.split, model, args.timeout, args.workers)
+    print(f"{model}: n = {metrics['n']}  EX {100 * metrics['ex']:.1f}%  EM {100 * metrics['em']:.1f}%  -> {out}")
 
 
 if __name__ == "__main__":

@@ -122,3 +122,23 @@ def test_the_evaluate_metric_module_loads_offline_and_scores():
         db_path=[db] * 3,
     )
     assert result == {"execution_accuracy": pytest.approx(1 / 3), "valid_sql_rate": pytest.approx(2 / 3)}
+
+
+@needs_spider
+def test_evaluate_takes_an_adapter_folder_such_as_a_training_checkpoint(tiny_registry, tiny_adapter_dirs, tmp_path):
+    from text2sql import engine, registry
+
+    registry.default_registry.cache_clear()
+    engine.unload_all()
+    out = tmp_path / "run"
+    adapter = tiny_adapter_dirs["a"]
+    args = ["--model", "tiny", "--spider", str(SPIDER), "--out", str(out), "--limit", "2", "--workers", "1"]
+    evaluate.main(args + ["--adapter", str(adapter)])
+    predictions = lines(out / "predictions.jsonl")
+    assert {p["model"] for p in predictions} == {f"tiny+{adapter.parent.name}/{adapter.name}"}
+    loaded = engine.load_generator(predictions[0]["model"], registry.default_registry().with_adapter("tiny", adapter)[0])
+    assert loaded.adapter_name and str(adapter.resolve()) in loaded.origin
+    with pytest.raises(Exception, match="not a LoRA adapter folder"):
+        evaluate.main(args + ["--adapter", str(tmp_path)])
+    engine.unload_all()
+    registry.default_registry.cache_clear()

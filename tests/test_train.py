@@ -98,6 +98,48 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_registry):
     assert "resuming from" in (out / "train.log").read_text() and "checkpoint-4" in (out / "train.log").read_text()
 
 
+def logged(output_dir: Path, key: str) -> dict[int, float]:
+    return {e["step"]: e[key] for e in json.loads((output_dir / "loss_curve.json").read_text()) if key in e}
+
+
+def test_a_fresh_machine_resumes_from_the_committed_milestone(tmp_path, tiny_registry):
+    """A milestone (no optimizer state, adapter in bf16) is all a new machine has: from it the
+    run continues at the same step, on the same learning-rate schedule."""
+    schedule = ("--max_steps", "6", "--save_steps", "2", "--lr_scheduler_type", "cosine", "--warmup_steps", "1")
+    milestones = tmp_path / "milestones"
+    first_machine = tmp_path / "first"
+    train(first_machine, *schedule, "--milestone_dir", str(milestones), "--milestone_steps", "4")
+    milestone = milestones / "checkpoint-4"
+    assert sorted(p.name for p in milestones.iterdir()) == ["checkpoint-4"]
+    assert not list(milestone.glob("optimizer*")) and (milestone / "data_fingerprint.txt").is_file()
+    assert {w.dtype for w in load_file(milestone / "adapter_model.safetensors").values()} == {torch.bfloat16}
+
+    second_machine = tmp_path / "second"  # nothing but the milestone
+    train(second_machine, *schedule, "--milestone_dir", str(milestones), "--resume")
+    assert "resuming from milestone" in (second_machine / "train.log").read_text()
+    rates, expected = logged(second_machine, "learning_rate"), logged(first_machine, "learning_rate")
+    assert sorted(rates) == [1, 2, 3, 4, 5, 6]  # 1-4 from the milestone's state, 5-6 trained here
+    assert [rates[s] for s in (5, 6)] == pytest.approx([expected[s] for s in (5, 6)])
+    assert (second_machine / "adapter_model.safetensors").is_file()
+
+
+def test_resuming_on_other_data_is_refused(tmp_path, tiny_registry):
+    out = tmp_path / "run"
+    train(out, "--max_steps", "2", "--save_steps", "2")
+    with pytest.raises(SystemExit, match="other data"):
+        train(out, "--max_steps", "4", "--save_steps", "2", "--max_train_examples", "16", "--resume")
+
+
+def test_progress_lines_say_the_pace_and_the_time_left(tmp_path, tiny_registry):
+    out = tmp_path / "run"
+    train(out, "--max_steps", "3")
+    steps = [json.loads(line.split(" INFO ", 1)[1]) for line in (out / "train.log").read_text().splitlines()
+             if '"loss"' in line and " training INFO " in line]  # fmt: skip
+    assert [s["step"] for s in steps] == [1, 2, 3]
+    assert all(s["step_s"] >= 0 and "num_tokens" in s for s in steps)
+    assert steps[-1]["eta_h"] == 0 and steps[0]["eta_h"] >= 0
+
+
 def test_the_standard_trl_path_still_trains(tmp_path, tiny_registry):
     from transformers import TrainerCallback
 

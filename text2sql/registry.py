@@ -103,6 +103,16 @@ class Registry:
     def names(self) -> list[str]:
         return list(self.models)
 
+    def with_adapter(self, name: str, adapter: Path) -> tuple[Registry, str]:
+        """This registry plus model ``name`` with the LoRA adapter in folder ``adapter`` instead
+        of its own (e.g. a training checkpoint to evaluate), and that entry's name."""
+        spec = self.get(name)
+        if not (adapter / "adapter_config.json").is_file():
+            raise ModelUnavailableError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json).")
+        label = f"{spec.name}+{adapter.parent.name}/{adapter.name}"
+        entry = dataclasses.replace(spec, name=label, adapter=WeightsSpec(path=str(adapter.resolve())))
+        return dataclasses.replace(self, models={**self.models, label: entry}), label
+
 
 @functools.lru_cache(maxsize=1)
 def default_registry() -> Registry:

@@ -55,7 +55,17 @@ class TrainArguments:
         default=2048, metadata={"help": "Longest pack (prefix + segments); a longer single example stays whole."}
     )
     resume: bool = dataclasses.field(
-        default=False, metadata={"help": "Continue from the last checkpoint-* in output_dir."}
+        default=False,
+        metadata={"help": "Continue from the newest state found: the last checkpoint-* in output_dir, or the last "
+                  "milestone in milestone_dir if that is newer (training/milestones.py); from the start if none."},
+    )
+    milestone_dir: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Where to keep the newest milestone (a checkpoint without optimizer state, adapter in bf16): "
+                  "small enough to commit, so a fresh machine can --resume from it."},
+    )
+    milestone_steps: int = dataclasses.field(
+        default=0, metadata={"help": "Write a milestone every this many steps (a multiple of save_steps; 0: never)."}
     )
     metrics_file: str | None = dataclasses.field(
         default=None, metadata={"help": "An evaluation metrics.json to put in the model card when pushing."}
@@ -126,13 +136,31 @@ def setup_run_log(output_dir: Path) -> None:
 
 
 def run_log_callback():
+    import time
+
     from transformers import TrainerCallback
 
     class RunLog(TrainerCallback):
-        """Every logged step (loss, lr, eval loss, tokens) into the run log as one JSON line."""
+        """Every logged step (loss, lr, eval loss, tokens so far) into the run log as one JSON
+        line, with the last step's seconds and the time left at the pace of the last 10 steps."""
+
+        def __init__(self):
+            self.step_seconds: list[float] = []
+            self.started = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.step_seconds.append(time.monotonic() - self.started)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            logger.info(json.dumps({"step": state.global_step, "epoch": state.epoch, **(logs or {})}))
+            line = {"step": state.global_step, "epoch": state.epoch, **(logs or {})}
+            if self.step_seconds and "loss" in line:
+                recent = self.step_seconds[-10:]
+                line["step_s"] = round(self.step_seconds[-1], 1)
+                line["eta_h"] = round((state.max_steps - state.global_step) * sum(recent) / len(recent) / 3600, 2)
+            logger.info(json.dumps(line))
 
     return RunLog()
 
@@ -170,6 +198,32 @@ def epoch_stats(dataset) -> dict[str, int]:
     }
 
 
+def resume_from(trainer, script_args: TrainArguments, output_dir: Path) -> Path | None:
+    """The checkpoint or milestone to continue from (None: from the start), checked against
+    this run's data; adds the callbacks that keep checkpoints and milestones."""
+    from training import milestones
+
+    fingerprint = milestones.data_fingerprint(trainer.train_dataset)
+    milestone_dir = Path(script_args.milestone_dir) if script_args.milestone_dir else None
+    if script_args.milestone_steps and script_args.milestone_steps % trainer.args.save_steps:
+        raise SystemExit(f"milestone_steps ({script_args.milestone_steps}) must be a multiple of save_steps ({trainer.args.save_steps}).")
+    trainer.add_callback(milestones.Milestones(output_dir, milestone_dir, script_args.milestone_steps, fingerprint))
+    checkpoint = milestones.resume_point(output_dir, milestone_dir) if script_args.resume else None
+    existing = milestones.newest_checkpoint(output_dir)
+    if existing and not script_args.resume:
+        logger.info(f"{output_dir} already has {existing.name}: starting over (pass --resume to continue it)")
+    if checkpoint is None:
+        logger.info("starting from the base model")
+        return None
+    milestones.check_fingerprint(checkpoint, fingerprint)
+    if milestones.is_milestone(checkpoint):
+        trainer.add_callback(milestones.RestoreSchedule(checkpoint))
+        logger.info(f"resuming from milestone {checkpoint} (step {milestones.step_of(checkpoint)}; Adam's moments restart)")
+    else:
+        logger.info(f"resuming from {checkpoint}")
+    return checkpoint
+
+
 def final_evaluation(trainer) -> dict:
     """Eval metrics at the last step: from the log when the schedule already evaluated there
     (an eval pass costs minutes on a CPU), else a new pass."""
@@ -190,8 +244,6 @@ def main(
     # (~8x fewer tokens against unsloth's ~2x), so unsloth is only used without packing.
     use_unsloth = script_args.use_unsloth and not script_args.prefix_packing
     backend = choose_backend("4bit" if model_args.load_in_4bit else script_args.quantize, use_unsloth)
-    from transformers.trainer_utils import get_last_checkpoint
-
     from training import data
     from training.backends import load_model_and_tokenizer
 
@@ -225,12 +277,8 @@ def main(
     )
     stats = epoch_stats(trainer.train_dataset)
     logger.info(f"one epoch: {json.dumps(stats)}")
-    checkpoint = get_last_checkpoint(str(output_dir))
-    if checkpoint and not script_args.resume:
-        logger.info(f"{output_dir} already has {Path(checkpoint).name}: starting over (pass --resume to continue it)")
-        checkpoint = None
-    logger.info(f"resuming from {checkpoint}" if checkpoint else "starting from the base model")
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    checkpoint = resume_from(trainer, script_args, output_dir)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.save_model(str(output_dir))
     metrics = {**result.metrics, **stats, "train_steps": result.global_step}
     trainer.save_metrics("train", metrics)

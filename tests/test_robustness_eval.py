@@ -31,7 +31,7 @@ def questions_file(path, examples, wording="reworded {id}"):
 
 
 @pytest.fixture(scope="module")
-def club(request):
+def club():
     """Four questions of club_1, a database the training split holds out."""
     return [e for e in Spider(SPIDER).examples("train") if e.db_id == "club_1"][:4]
 

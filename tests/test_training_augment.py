@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 from tests.conftest import SPIDER
 from text2sql.prompt import build_messages
 from text2sql.schema import read_schema
-from text2sql.spider import Example, Spider, read_rewordings
+from text2sql.spider import Spider, read_rewordings
 from training import schema_noise
 from training.data import DataArguments, build, label, noise_schemas, reworded, split_by_database, to_record
 from training.packing import pack_examples, tokenize_example

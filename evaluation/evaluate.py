@@ -11,6 +11,12 @@ greedy one, then k - 1 at ``--temperature``; batch b's draws are seeded with ``-
 id of its first question), checks and runs them in the sandbox, and keeps the one a vote over
 their results picks; a question whose candidates all fail gets one repair round.
 
+``--questions FILE`` (JSON lines ``{"id", "db_id", "question", "reworded"}``, checked by
+``text2sql.spider.read_rewordings``) asks the file's questions in its wording instead of
+Spider's (only those ids); each line then also keeps ``original_question``, and a rerun into
+a folder answered in another wording is refused. ``evaluation.compare`` pairs such a run with
+a run on Spider's wording, or with another model's run on the same file.
+
 Each line: ``{"id", "db_id", "question", "prediction", "raw", "chatty", "latency_ms",
 "batch_size", "prompt_tokens", "warnings", "model", "decoding"}``, and in best-of-k mode
 also ``"candidates"`` (each one's sql, raw, logprob, tokens, error, votes) and ``"repair"``
@@ -23,6 +29,8 @@ chart.png next to it.
     nice -n 10 python -m evaluation.evaluate --model qwen2.5-coder-0.5b --mode best-of-k --k 8 --batch-size 4 \
         --out results/qwen2.5-coder-0.5b-base-bestof8
     python -m evaluation.evaluate --model smollm2-135m --limit 20 --out /tmp/smoke
+    nice -n 10 python -m evaluation.evaluate --model qwen2.5-coder-0.5b --split train \
+        --questions evaluation/robustness/train_held_out_reworded.jsonl --out results/robustness/qwen2.5-coder-0.5b-base
 """
 
 from __future__ import annotations
@@ -37,12 +45,23 @@ from text2sql import cpu
 from text2sql.selection import GREEDY, MODES, Decoding
 
 
-def pending_examples(spider, split: str, done: set[int], limit: int | None, databases: set[str] | None = None) -> list:
-    """The split's questions that have a database (one of ``databases`` when given), in file
-    order (the first ``limit``), minus ``done``."""
+def pending_examples(
+    spider,
+    split: str,
+    done: set[int],
+    limit: int | None,
+    databases: set[str] | None = None,
+    questions: dict[int, str] | None = None,
+) -> list:
+    """The split's questions that have a database (one of ``databases`` when given; only the
+    ids of ``questions``, worded as it words them, when given), in file order (the first
+    ``limit``), minus ``done``."""
     runnable = [
-        e for e in spider.examples(split)
-        if spider.has_database(e.db_id) and (databases is None or e.db_id in databases)
+        e if questions is None else dataclasses.replace(e, question=questions[e.id])
+        for e in spider.examples(split)
+        if spider.has_database(e.db_id)
+        and (databases is None or e.db_id in databases)
+        and (questions is None or e.id in questions)
     ]
     if limit is not None:
         runnable = runnable[:limit]
@@ -70,13 +89,18 @@ def generations(generator, spider, batch: list, decoding: Decoding) -> list:
     return [answer.generation for answer in answer_batch(generator, database, questions, seeded)]
 
 
-def prediction_lines(generator, spider, batch: list, decoding: Decoding = Decoding()) -> list[dict]:
+def prediction_lines(
+    generator, spider, batch: list, decoding: Decoding = Decoding(), originals: dict[int, str] | None = None
+) -> list[dict]:
+    """One predictions line per question; with ``originals`` (id -> Spider's wording) the
+    question asked is a rewording and the original is kept too."""
     lines = []
     for example, generation in zip(batch, generations(generator, spider, batch, decoding)):
         line = {
             "id": example.id,
             "db_id": example.db_id,
             "question": example.question,
+            **({"original_question": originals[example.id]} if originals is not None else {}),
             "prediction": generation.sql,
             "raw": generation.raw,
             "chatty": generation.chatty,
@@ -105,6 +129,28 @@ def check_same_decoding(done: list[dict], decoding: Decoding, path: Path) -> Non
             )
 
 
+def check_same_questions(done: list[dict], spider, split: str, questions: dict[int, str] | None, path: Path) -> None:
+    """Refuse to add to predictions whose questions were worded otherwise (Spider's, or another file's)."""
+    asked = {e.id: e.question for e in spider.examples(split)} | (questions or {})
+    for line in done:
+        if line.get("question") is not None and line["question"] != asked.get(line["id"]):
+            wording = "the --questions file's" if questions is not None else "Spider's"
+            raise SystemExit(
+                f"{path} answered question {line['id']} as {line['question']!r}, not in {wording} wording "
+                f"{asked.get(line['id'])!r}; choose another --out."
+            )
+
+
+def read_questions(path: str, spider, split: str) -> dict[int, str]:
+    """{id: question as worded in ``path``}; a file that doesn't match the split is refused."""
+    from text2sql.spider import read_rewordings
+
+    try:
+        return read_rewordings(path, spider.examples(split))
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--questions: {error} (ids and questions must be those of --split {split}).") from None
+
+
 def generate_predictions(
     model: str,
     spider,
@@ -114,6 +160,7 @@ def generate_predictions(
     batch_size: int,
     decoding: Decoding = Decoding(),
     databases: set[str] | None = None,
+    questions: dict[int, str] | None = None,
     registry=None,
 ) -> Path:
     from tqdm import tqdm
@@ -124,18 +171,21 @@ def generate_predictions(
     path = out / "predictions.jsonl"
     done = read_predictions(path) if path.exists() else []
     check_same_decoding(done, decoding, path)
+    check_same_questions(done, spider, split, questions, path)
     # Rewrite without a line cut short by an interrupted run, so appends start on a fresh line.
     path.write_text("".join(json.dumps(p) + "\n" for p in done))
-    todo = pending_examples(spider, split, {p["id"] for p in done}, limit, databases)
+    todo = pending_examples(spider, split, {p["id"] for p in done}, limit, databases, questions)
     if not todo:
         return path
+    originals = {e.id: e.question for e in spider.examples(split)} if questions is not None else None
     generator = load_generator(model, registry)
     with (
         open(path, "a") as handle,
         tqdm(total=len(todo), desc=f"generating ({len(done)} done before)", unit="q") as bar,
     ):
         for batch in batches(todo, batch_size):
-            handle.writelines(json.dumps(line) + "\n" for line in prediction_lines(generator, spider, batch, decoding))
+            lines = prediction_lines(generator, spider, batch, decoding, originals)
+            handle.writelines(json.dumps(line) + "\n" for line in lines)
             handle.flush()
             bar.update(len(batch))
     return path
@@ -150,6 +200,11 @@ def make_parser() -> argparse.ArgumentParser:
         "--databases",
         default=None,
         help="only questions about these databases (comma-separated db_ids), e.g. the ones a training run held out",
+    )
+    parser.add_argument(
+        "--questions",
+        default=None,
+        help="JSON lines {id, db_id, question, reworded}: ask only these ids, in the reworded wording",
     )
     parser.add_argument(
         "--adapter",
@@ -202,7 +257,10 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     spider = Spider(args.spider)
     databases = parse_databases(spider, args.databases)
-    path = generate_predictions(model, spider, args.split, out, args.limit, args.batch_size, decoding, databases, registry)
+    questions = read_questions(args.questions, spider, args.split) if args.questions else None
+    path = generate_predictions(
+        model, spider, args.split, out, args.limit, args.batch_size, decoding, databases, questions, registry
+    )
     metrics = score_to_folder(path, out, args.spider, args.split, model, args.timeout, args.workers)
     print(f"{model}: n = {metrics['n']}  EX {100 * metrics['ex']:.1f}%  EM {100 * metrics['em']:.1f}%  -> {out}")
 

@@ -68,19 +68,19 @@ def build_completion(sql: str) -> Messages:
 # Fitting a schema into the context window
 
 
-def _words(text: str) -> set[str]:
-    """Lower-case word stems of an identifier or sentence (snake_case and camelCase split)."""
+def word_stems(text: str) -> list[str]:
+    """Lower-case word stems of an identifier or sentence, in order (snake_case and camelCase split)."""
     text = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
-    return {w.rstrip("s") or w for w in re.findall(r"[a-z0-9]+", text.lower())}
+    return [w.rstrip("s") or w for w in re.findall(r"[a-z0-9]+", text.lower())]
 
 
 def table_relevance(schema: Schema, question: str) -> dict[str, float]:
     """How strongly each table's name and columns overlap the question's words."""
-    asked = _words(question)
+    asked = set(word_stems(question))
     scores = {}
     for table in schema.tables:
-        score = 2.0 * len(_words(table.name) & asked)
-        score += sum(len(_words(c.name) & asked) for c in table.columns) / max(1, len(table.columns)) ** 0.5
+        score = 2.0 * len(set(word_stems(table.name)) & asked)
+        score += sum(len(set(word_stems(c.name)) & asked) for c in table.columns) / max(1, len(table.columns)) ** 0.5
         scores[table.name] = score
     return scores
 

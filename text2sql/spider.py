@@ -9,6 +9,9 @@ Schemas come from the SQLite file (with sample values) when the database is pres
 from ``tables.json`` otherwise (no samples: some databases, e.g. dev's ``wta_1``, are
 missing from the local copy; their questions can be trained on but not executed).
 
+Reworded questions (``read_rewordings``) are JSON lines ``{"id", "db_id", "question",
+"reworded"}``: ``id`` indexes the split's examples and ``question`` is Spider's wording.
+
     python -m text2sql.spider            # counts per split and which databases are missing
 """
 
@@ -89,6 +92,35 @@ class Spider:
     @functools.cache
     def _tables_json(self) -> dict[str, Schema]:
         return {entry["db_id"]: _schema_from_tables_entry(entry) for entry in json.loads((self.root / "tables.json").read_text())}
+
+
+def read_rewordings(path: str | os.PathLike, examples: list[Example]) -> dict[int, str]:
+    """{example id: reworded question} from the JSON-lines file ``path``, checked line by line
+    against ``examples`` (id known, same db_id, same original question, a non-empty rewording,
+    each id once). A bad file raises ``ValueError`` naming the file, line and reason."""
+    by_id = {e.id: e for e in examples}
+    rewordings: dict[int, str] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            example_id, db_id, question, reworded = (row[key] for key in ("id", "db_id", "question", "reworded"))
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f'{path}, line {number}: not a JSON object with "id", "db_id", "question" and "reworded".') from None
+        example = by_id.get(example_id)
+        problem = (
+            f"id {example_id!r} is not a question of this split" if example is None
+            else f"db_id {db_id!r} differs from the question's database {example.db_id!r}" if db_id != example.db_id
+            else f"question {question!r} differs from Spider's {example.question!r}" if str(question).strip() != example.question
+            else "the reworded question is empty" if not isinstance(reworded, str) or not reworded.strip()
+            else f"id {example_id} appears twice" if example_id in rewordings
+            else None
+        )
+        if problem:
+            raise ValueError(f"{path}, line {number}: {problem}.")
+        rewordings[example_id] = reworded.strip()
+    return rewordings
 
 
 def _schema_from_tables_entry(entry: dict) -> Schema:

@@ -11,9 +11,18 @@ missing from the local copy keep their ``tables.json`` schema (no sample values)
 * Oversampling of the training split: hard x2, extra x3, any set operation
   (UNION/INTERSECT/EXCEPT, anywhere in the query) x4, the largest factor applying.
   Fractional factors add the last copy with that probability (seeded).
+* Reworded questions (``rewordings_file``, JSON lines checked by ``text2sql.spider.read_rewordings``):
+  an example with a rewording is trained in both wordings. An example with one copy gets the
+  rewording as a second; one with k > 1 copies has k // 2 of them reworded (the epoch barely grows).
+* Schema noise (``schema_noise_share``, ``training.schema_noise``): that share of each training
+  database's records is shown with a renamed / trimmed / padded schema variant, each variant
+  shared by about ``schema_noise_group_size`` records so that they still pack under one prefix
+  (a record's ``group``). Held-out records are never reworded or noised.
 
     python -m training.data                                   # counts, hardness buckets, oversampling
     python -m training.data --tokenizer qwen2.5-coder-0.5b --tokenizer smollm2-135m   # + token lengths
+    python -m training.data --tokenizer qwen2.5-coder-0.5b --pack_max_tokens 3072 \
+        --config training/recipes/qwen2.5-coder-0.5b-cpu.yaml      # a recipe's data (noise, rewordings)
 """
 
 from __future__ import annotations
@@ -25,15 +34,18 @@ import random
 import statistics
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlglot
 from tqdm.auto import tqdm
 
 from text2sql.hardness import LEVELS, hardness
 from text2sql.prompt import Messages, build_completion, build_messages, fit_schema
+from text2sql.schema import Schema
 from text2sql.settings import get_settings
-from text2sql.spider import Example, Spider
+from text2sql.spider import Example, Spider, read_rewordings
 from text2sql.spider_sql import SET_OPERATIONS
+from training import schema_noise
 
 
 @dataclasses.dataclass
@@ -73,6 +85,24 @@ class DataArguments:
     max_prompt_tokens: int = dataclasses.field(
         default_factory=lambda: get_settings().max_prompt_tokens,
         metadata={"help": "Prompt budget, as the app's: longer schemas are fitted exactly as at inference."},
+    )
+    rewordings_file: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "JSON lines {id (train split), db_id, question, reworded}: those examples are also trained "
+            "reworded (one copy added, or k // 2 of k oversampled copies reworded). Must not touch held-out databases."
+        },
+    )
+    schema_noise_share: float = dataclasses.field(
+        default=0.0,
+        metadata={"help": "Share of each training database's records shown with a noised schema variant (0: off)."},
+    )
+    schema_noise_kinds: list[str] = dataclasses.field(
+        default_factory=lambda: list(schema_noise.KINDS),
+        metadata={"help": "What a variant does: rename (checked by execution), drop (unused columns), distract (borrowed table/columns)."},
+    )
+    schema_noise_group_size: int = dataclasses.field(
+        default=24, metadata={"help": "Records per schema variant (about a pack, so variants cost few extra prefixes)."}
     )
 
 
@@ -180,6 +210,85 @@ def format_buckets(before: dict[str, int], after: dict[str, int]) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Rewordings and schema noise
+
+
+def reworded(items: list[Labelled], spider: Spider, path: str, held_out: set[str], seed: int) -> tuple[list[Labelled], int]:
+    """``items`` with the rewordings of ``path`` (ids of the ``train`` split) mixed in: an example
+    with one copy gets a reworded second copy at a seeded place; one with k copies has k // 2 of
+    them reworded. Returns the items and how many examples had a rewording."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"rewordings_file {path} does not exist (pass --rewordings_file '' to train without rewordings).")
+    examples = spider.examples("train")
+    rewordings = read_rewordings(path, examples)
+    leaked = sorted({e.db_id for e in examples if e.id in rewordings} & held_out)
+    if leaked:
+        raise ValueError(f"{path} rewords questions of held-out databases {leaked}: they must stay unseen.")
+    by_key = {(e.db_id, e.question, e.query): rewordings[e.id] for e in examples if e.id in rewordings}
+    copies: dict[tuple, list[int]] = {}
+    for position, item in enumerate(items):
+        key = (item.example.db_id, item.example.question, item.example.query)
+        if key in by_key:
+            copies.setdefault(key, []).append(position)
+    out, added = list(items), []
+    for key, positions in copies.items():
+        if len(positions) == 1:
+            item = items[positions[0]]
+            added.append(dataclasses.replace(item, example=dataclasses.replace(item.example, question=by_key[key])))
+        for position in positions[len(positions) - len(positions) // 2 :]:
+            out[position] = dataclasses.replace(items[position], example=dataclasses.replace(items[position].example, question=by_key[key]))
+    rng = random.Random(f"rewordings:{seed}")
+    for item in added:
+        out.insert(rng.randrange(len(out) + 1), item)
+    return out, len(copies)
+
+
+@dataclasses.dataclass
+class Noised:
+    schemas: dict[int, tuple[str, Schema]]
+    """Position of a record -> (its group, the schema variant it is shown with)."""
+    queries: dict[int, str]
+    """Position -> its gold query in the variant (renamed names)."""
+    variants: int
+    failed: int
+    """Records whose renamed query failed the execution check (shown with the original schema)."""
+
+
+def noise_schemas(spider: Spider, items: list[Labelled], args: DataArguments, seed: int) -> Noised:
+    """Schema variants for ``args.schema_noise_share`` of each database's records (seeded),
+    each shared by about ``schema_noise_group_size`` of them; distractors come from the
+    other databases in ``items``."""
+    rng = random.Random(f"schema-noise:{seed}")
+    kinds = tuple(args.schema_noise_kinds)
+    unknown = set(kinds) - set(schema_noise.KINDS)
+    if unknown:
+        raise ValueError(f"Unknown schema_noise_kinds {sorted(unknown)}; choose from {list(schema_noise.KINDS)}.")
+    by_db: dict[str, list[int]] = {}
+    for position, item in enumerate(items):
+        by_db.setdefault(item.example.db_id, []).append(position)
+    samples = get_settings().sample_values
+    noised = Noised({}, {}, 0, 0)
+    for db_id, positions in sorted(by_db.items()):
+        count = round(args.schema_noise_share * len(positions))
+        if not count:
+            continue
+        chosen = sorted(rng.sample(positions, count))
+        groups = max(1, round(count / args.schema_noise_group_size))
+        donors = [spider.schema(other, samples) for other in sorted(by_db) if other != db_id]
+        db_path = spider.db_path(db_id) if spider.has_database(db_id) else None
+        for number in range(groups):
+            members = chosen[number::groups]
+            queries = {p: items[p].example.query for p in members}
+            variant = schema_noise.make_variant(spider.schema(db_id, samples), queries, db_path, kinds, donors, rng)
+            noised.variants += 1
+            noised.failed += len(variant.failed)
+            for position, query in variant.queries.items():
+                noised.schemas[position] = (f"{db_id}~{number + 1}", variant.schema)
+                noised.queries[position] = query
+    return noised
+
+
+# ---------------------------------------------------------------------------
 # Records
 
 
@@ -193,15 +302,24 @@ def prompt_token_counter(tokenizer) -> Callable[[Messages], int]:
     return count
 
 
-def to_record(spider: Spider, item: Labelled, count_tokens: Callable[[Messages], int] | None, max_prompt_tokens: int) -> dict:
+def to_record(
+    spider: Spider,
+    item: Labelled,
+    count_tokens: Callable[[Messages], int] | None,
+    max_prompt_tokens: int,
+    variant: tuple[str, Schema] | None = None,
+) -> dict:
+    """The prompt/completion record of ``item``, over its database's schema or over
+    ``variant`` = (group, schema). ``group`` is what shared-prefix packing groups by."""
     example = item.example
-    schema = spider.schema(example.db_id, get_settings().sample_values)
+    group, schema = variant or (example.db_id, spider.schema(example.db_id, get_settings().sample_values))
     if count_tokens is not None:
         schema, _ = fit_schema(schema, example.question, count_tokens, max_prompt_tokens)
     return {
         "prompt": build_messages(schema, example.question),
         "completion": build_completion(example.query),
         "db_id": example.db_id,
+        "group": group,
         "hardness": item.hardness,
     }
 
@@ -224,8 +342,27 @@ def build(args: DataArguments, seed: int, tokenizer=None) -> SpiderSFT:
     held_out = whole_databases(held_out, args.max_eval_examples, seed)
     labelled = label(train)
     mixed = oversample(labelled, args, seed)
+    extras = []
+    if args.rewordings_file:
+        mixed, count = reworded(mixed, spider, args.rewordings_file, {e.db_id for e in held_out}, seed)
+        extras.append(f"rewordings from {args.rewordings_file}: {count} examples also trained reworded -> {len(mixed)} records")
+    noised = Noised({}, {}, 0, 0)
+    if args.schema_noise_share > 0:
+        noised = noise_schemas(spider, mixed, args, seed)
+        extras.append(
+            f"schema noise ({', '.join(args.schema_noise_kinds)}; share {args.schema_noise_share:g}, "
+            f"~{args.schema_noise_group_size} records a variant): {len(noised.schemas)} records in {noised.variants} variants; "
+            f"{noised.failed} renamed queries failed the execution check and keep the original schema"
+        )
+        mixed = [
+            dataclasses.replace(item, example=dataclasses.replace(item.example, query=noised.queries[p])) if p in noised.queries else item
+            for p, item in enumerate(mixed)
+        ]
     count = prompt_token_counter(tokenizer) if tokenizer is not None else None
-    records = [to_record(spider, item, count, args.max_prompt_tokens) for item in tqdm(mixed, desc="train records")]
+    records = [
+        to_record(spider, item, count, args.max_prompt_tokens, noised.schemas.get(p))
+        for p, item in enumerate(tqdm(mixed, desc="train records"))
+    ]
     eval_records = [to_record(spider, item, count, args.max_prompt_tokens) for item in label(held_out)]
     missing = sorted({e.db_id for e in examples if not spider.has_database(e.db_id)})
     report = "\n".join(
@@ -237,6 +374,7 @@ def build(args: DataArguments, seed: int, tokenizer=None) -> SpiderSFT:
             f"train: {len(train)} examples -> {len(records)} after oversampling "
             f"(hard x{args.oversample_hard:g}, extra x{args.oversample_extra:g}, set ops x{args.oversample_set_ops:g}, seed {seed})",
             format_buckets(bucket_counts(labelled), bucket_counts(mixed)),
+            *extras,
         ]
     )
     return SpiderSFT(train=records, eval=eval_records, report=report)
@@ -259,7 +397,7 @@ def token_stats(records: list[dict], tokenizer, max_length: int | None = None, p
     prompts, completions, totals, tokenized = [], [], [], []
     for record in tqdm(records, desc="tokenizing", leave=False):
         tokens = tokenize_example(tokenizer, record["prompt"], record["completion"])
-        tokenized.append({**tokens, "group": record["db_id"]})
+        tokenized.append({**tokens, "group": record["group"]})
         start = first_label_index(tokens["labels"])
         prompts.append(start)
         completions.append(len(tokens["input_ids"]) - start)
@@ -290,15 +428,33 @@ def load_tokenizer(name_or_path: str):
     return AutoTokenizer.from_pretrained(name_or_path)
 
 
+def recipe_data_arguments(recipe: str | None, **overrides) -> DataArguments:
+    """The ``DataArguments`` a recipe file sets (its other keys are the trainer's), with ``overrides``."""
+    import yaml
+
+    values = yaml.safe_load(Path(recipe).read_text()) if recipe else {}
+    values |= {k: v for k, v in overrides.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(DataArguments)}
+    return DataArguments(**{k: v for k, v in values.items() if k in fields})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="a training recipe (YAML): its data arguments are used")
     parser.add_argument("--spider_dir", default=None)
+    parser.add_argument("--rewordings_file", default=None, help="overrides the recipe's ('' for none)")
+    parser.add_argument("--schema_noise_share", type=float, default=None, help="overrides the recipe's (0: off)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--tokenizer", action="append", default=[], help="registry name, folder or Hub id (repeatable)")
     parser.add_argument("--max_length", type=int, default=None, help="report how many examples this would truncate")
     parser.add_argument("--pack_max_tokens", type=int, action="append", default=[], help="report shared-prefix packing at this budget (repeatable)")
     options = parser.parse_args(argv)
-    args = DataArguments(spider_dir=options.spider_dir)
+    args = recipe_data_arguments(
+        options.config,
+        spider_dir=options.spider_dir,
+        rewordings_file=options.rewordings_file,
+        schema_noise_share=options.schema_noise_share,
+    )
     for number, name in enumerate(options.tokenizer or [None]):
         tokenizer = load_tokenizer(name) if name else None
         data = build(args, options.seed, tokenizer)  # prompts fitted with this tokenizer's counts

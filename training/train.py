@@ -176,7 +176,7 @@ def datasets_for(script_args: TrainArguments, sft, tokenizer):
         return Dataset.from_list(sft.train), Dataset.from_list(sft.eval) if sft.eval else None, SFTTrainer
 
     def packs(records):
-        tokenized = [{**tokenize_example(tokenizer, r["prompt"], r["completion"]), "group": r["db_id"]} for r in records]
+        tokenized = [{**tokenize_example(tokenizer, r["prompt"], r["completion"]), "group": r["group"]} for r in records]
         return pack_examples(tokenized, script_args.pack_max_tokens)
 
     train, held_out = packs(sft.train), packs(sft.eval)

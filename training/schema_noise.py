@@ -23,10 +23,10 @@ builder, so the prompt format is unchanged.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import re
 import sqlite3
-import time
 from pathlib import Path
 
 import sqlglot
@@ -56,7 +56,9 @@ RENAME_PROBABILITY = 0.8
 """Chance that a name is renamed in a variant (when its new form differs and is free)."""
 OTHER_STYLE_PROBABILITY = 0.8
 """Chance that a variant writes names in the style the database doesn't mostly use."""
-QUERY_TIMEOUT_S = 10.0
+MAX_VM_INSTRUCTIONS = 500_000_000
+"""SQLite VM instructions one check may run: a count, not a clock, so the training data (and
+its fingerprint, which resuming checks) comes out the same on a busy machine."""
 
 
 # ---------------------------------------------------------------------------
@@ -196,9 +198,9 @@ def _alter(conn: sqlite3.Connection, table: str, action: str) -> bool:
 
 
 def run_rows(conn: sqlite3.Connection, sql: str) -> list[tuple] | None:
-    """The query's rows, or None when it fails or runs past ``QUERY_TIMEOUT_S``."""
-    deadline = time.monotonic() + QUERY_TIMEOUT_S
-    conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+    """The query's rows, or None when it fails or runs past ``MAX_VM_INSTRUCTIONS``."""
+    calls = itertools.count(1)
+    conn.set_progress_handler(lambda: next(calls) * 10_000 > MAX_VM_INSTRUCTIONS, 10_000)
     try:
         return conn.execute(sql).fetchall()
     except sqlite3.Error:

@@ -55,7 +55,9 @@ def test_cpu_recipe_is_resumable_fp32_and_finite():
     data, script, training, model = parse(next(r for r in RECIPES if r.stem == "qwen2.5-coder-0.5b-cpu"))
     assert model.model_name_or_path == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
     assert not training.bf16  # AVX2 CPUs emulate bf16; the backend enables it only where native
-    assert training.max_steps > 0 and training.save_steps <= 10
+    assert training.num_train_epochs == 1 and training.max_steps == -1  # one whole epoch
+    assert training.save_steps <= 10 and script.milestone_steps % training.save_steps == 0
+    assert script.milestone_dir.startswith("training/milestones/")  # inside the repo: committed
     assert training.max_length >= 2754  # the longest Qwen-tokenized train example
 
 

@@ -64,10 +64,17 @@ class Question:
     """The group the vote picks."""
     fallback_right: bool
     """Where no candidate ran: whether the run's repair (else the likeliest failure) is right."""
+    matrices: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def teaches(self) -> bool:
         return any(self.right) and not all(self.right)
+
+    def matrix(self, names: tuple[str, ...]) -> np.ndarray:
+        """The features ``names`` of each group, one row per group (computed once per set of names)."""
+        if names not in self.matrices:
+            self.matrices[names] = np.array([[row[name] for name in names] for row in self.features], dtype=float)
+        return self.matrices[names]
 
 
 def labelled_questions(spider, split: str, run: Path, first: int | None = None) -> list[Question]:
@@ -109,21 +116,17 @@ def labelled_questions(spider, split: str, run: Path, first: int | None = None) 
 # Fitting and selecting
 
 
-def matrix(question: Question, names: list[str]) -> np.ndarray:
-    return np.array([[row[name] for name in names] for row in question.features], dtype=float)
-
-
-def fit(questions: list[Question], names: list[str], c: float) -> dict:
+def fit(questions: list[Question], names: tuple[str, ...], c: float) -> dict:
     """The pairwise logistic regression on ``questions`` (those that teach): scales and weights."""
     from sklearn.linear_model import LogisticRegression
 
     teaching = [q for q in questions if q.teaches]
-    rows = np.vstack([matrix(q, names) for q in questions if q.features])
+    rows = np.vstack([q.matrix(names) for q in questions if q.features])
     scale = rows.std(axis=0)
     scale[scale == 0] = 1.0
     differences, labels, weights = [], [], []
     for question in teaching:
-        x = matrix(question, names) / scale
+        x = question.matrix(names) / scale
         pairs = [(i, j) for i, j in itertools.permutations(range(len(x)), 2) if question.right[i] != question.right[j]]
         for i, j in pairs:
             differences.append(x[i] - x[j])
@@ -135,15 +138,16 @@ def fit(questions: list[Question], names: list[str], c: float) -> dict:
 
 
 def picks_right(model: dict, questions: list[Question]) -> list[bool]:
-    """Whether the group the model scores best (ties: the vote's order) is right, per question."""
+    """Whether the group the model scores best is right, per question."""
     weights = np.array(model["weights"]) / np.array(model["scale"])
     outcomes = []
     for question in questions:
         if not question.features:
             outcomes.append(question.fallback_right)
             continue
-        scores = matrix(question, model["features"]) @ weights
-        best = max(range(len(scores)), key=lambda i: (round(scores[i], 9), i == question.vote))
+        scores = question.matrix(tuple(model["features"])) @ weights
+        rows = question.features  # ties as select breaks them: more votes, then the likelier group
+        best = max(range(len(scores)), key=lambda i: (scores[i], rows[i]["vote_share"], rows[i]["likeliest_gap"]))
         outcomes.append(question.right[best])
     return outcomes
 
@@ -162,8 +166,8 @@ class Setting:
     c: float
     training: str
 
-    def names(self) -> list[str]:
-        return [name for group in FEATURE_SETS[self.features] for name in FEATURE_GROUPS[group]]
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for group in FEATURE_SETS[self.features] for name in FEATURE_GROUPS[group])
 
 
 SETTINGS = [Setting(f, c, t) for f in FEATURE_SETS for c in C_VALUES for t in TRAINING_VIEWS]

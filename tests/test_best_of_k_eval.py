@@ -98,6 +98,29 @@ def test_the_same_k_selects_again_among_all_candidates(best_of_3_run, fake_model
     assert [p["candidates"] for p in again] == [p["candidates"] for p in run]
 
 
+def test_another_rule_on_the_same_candidates_reuses_the_repairs_without_the_model(
+    best_of_3_run, fake_model, tmp_path, monkeypatch
+):
+    fake_model.reset()
+    fake_model.enqueue("SELECT count(x) FROM singer", GOLD_COUNT)  # dev 1's repairs, drawn once
+    by_vote = tmp_path / "best-of-2"
+    fewer_candidates.main([str(best_of_3_run), "--k", "2", "--out", str(by_vote), "--spider", str(SPIDER), "--workers", "1"])
+    fake_model.reset()
+    monkeypatch.setenv("TEXT2SQL_SELECTION_RULE", "selector")
+    by_selector = tmp_path / "best-of-2-selector"
+    fewer_candidates.main([str(best_of_3_run), "--k", "2", "--repairs-from", str(by_vote), "--out", str(by_selector),
+                           "--spider", str(SPIDER), "--workers", "1"])
+    assert fake_model.calls == []
+    vote_lines, selector_lines = lines(by_vote / "predictions.jsonl"), lines(by_selector / "predictions.jsonl")
+    assert [p["selection_rule"] for p in vote_lines + selector_lines] == ["vote"] * 3 + ["selector"] * 3
+    assert selector_lines[1]["repair"]["sql"] == vote_lines[1]["repair"]["sql"] == GOLD_COUNT
+    assert selector_lines[1]["prediction"] == GOLD_COUNT and selector_lines[1]["repair"]["error"] is None
+    assert all(c["score"] is not None for p in selector_lines for c in p["candidates"] if c["error"] is None)
+    with pytest.raises(SystemExit, match="does not hold the same first 2 candidates for question 0"):
+        fewer_candidates.main([str(best_of_3_run), "--k", "2", "--repairs-from", str(best_of_3_run),
+                               "--out", str(tmp_path / "x"), "--spider", str(SPIDER)])
+
+
 def test_fewer_candidates_needs_k_no_larger_than_the_run(best_of_3_run, tmp_path):
     with pytest.raises(SystemExit, match="--k must be from 2 to 3"):
         fewer_candidates.main([str(best_of_3_run), "--k", "4", "--out", str(tmp_path / "x"), "--spider", str(SPIDER)])

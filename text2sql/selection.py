@@ -272,7 +272,10 @@ def how_chosen(decoding: Decoding, candidates: list[Candidate], repair: Candidat
         outcome = "it ran" if repair.ran else "it failed too"
         return text + f"; the model repaired the most likely one, given its error, and {outcome}."
     chosen = max((c for c in candidates if c.ran), key=standing)
-    return text + f", {chosen.votes} of them agree on this result (score {chosen.score:.2f}: {chosen.reason})."
+    text += f", {chosen.votes} of them agree on this result."
+    if get_settings().selection_rule == SELECTOR:
+        text += f" The selector scored it {chosen.score:.2f} ({chosen.reason})."
+    return text
 
 
 def repair_prompt(schema: Schema, question: str, failed: Candidate) -> Messages:

@@ -51,14 +51,15 @@ def drawn_repairs(lines: list[dict], run: Path, k: int) -> dict[int, dict | None
 
     theirs = {line["id"]: line for line in read_predictions(run / "predictions.jsonl")}
     for line in lines:
-        other = theirs.get(line["id"])
-        if other is None or [c["sql"] for c in other.get("candidates") or []] != [c["sql"] for c in line["candidates"][:k]]:
+        other = theirs.get(line["id"]) or {}
+        if [c["sql"] for c in other.get("candidates") or []] != [c["sql"] for c in line["candidates"][:k]]:
             raise SystemExit(f"{run} does not hold the same first {k} candidates for question {line['id']}.")
     return {line["id"]: theirs[line["id"]]["repair"] for line in lines}
 
 
 def reselected_lines(
-    generator, spider, lines: list[dict], decoding: Decoding, source: str, repairs: dict[int, dict | None] | None = None
+    generator, spider, lines: list[dict], decoding: Decoding, source: str,
+    repairs: dict[int, dict | None] | None = None,
 ) -> list[dict]:
     """The lines of one database, answered again from their first ``decoding.k`` candidates
     (``repairs``: the repairs drawn by an earlier run over them, by id, instead of new ones)."""
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="dev")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (repairs only)")
     parser.add_argument("--repairs-from", type=Path, default=None,
-                        help="a run over the same first k candidates whose repairs to check again instead of drawing new ones")
+                        help="a run over the same first k candidates: check its repairs again, draw none")
     parser.add_argument("--workers", type=int, default=2, help="scoring processes")
     args = parser.parse_args(argv)
     if args.threads:

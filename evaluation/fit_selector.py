@@ -173,7 +173,11 @@ class Setting:
 SETTINGS = [Setting(f, c, t) for f in FEATURE_SETS for c in C_VALUES for t in TRAINING_VIEWS]
 
 
-def held_out_outcomes(views: dict[str, list[Question]], setting: Setting, databases: list[str]) -> dict[str, list[bool]]:
+Views = dict[str, list[Question]]
+"""The labelled questions by view: "main" (all candidates), "first 4", "extra" (other runs)."""
+
+
+def held_out_outcomes(views: Views, setting: Setting, databases: list[str]) -> dict[str, list[bool]]:
     """Each evaluation view's outcomes on ``databases``, one database at a time left out of fitting
     (fitted on the other databases of the training views)."""
     outcomes: dict[str, list[bool]] = {view: [] for view in EVALUATION_VIEWS}
@@ -186,7 +190,7 @@ def held_out_outcomes(views: dict[str, list[Question]], setting: Setting, databa
     return outcomes
 
 
-def best_setting(views: dict[str, list[Question]], databases: list[str]) -> tuple[Setting, dict[str, float]]:
+def best_setting(views: Views, databases: list[str]) -> tuple[Setting, dict[str, float]]:
     """The setting whose leave-one-database-out EX over ``databases`` (both views summed) is highest;
     every setting's total right picks."""
     totals = {}
@@ -196,7 +200,7 @@ def best_setting(views: dict[str, list[Question]], databases: list[str]) -> tupl
     return max(totals, key=totals.get), totals
 
 
-def nested_outcomes(views: dict[str, list[Question]], databases: list[str]) -> tuple[dict[str, list[bool]], list[Setting]]:
+def nested_outcomes(views: Views, databases: list[str]) -> tuple[dict[str, list[bool]], list[Setting]]:
     """The whole procedure (choose the setting on 8 databases, fit on them) scored on the 9th."""
     from tqdm import tqdm
 
@@ -229,9 +233,11 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a best-of-k run (8 candidates) on held-out train databases")
-    parser.add_argument("--extra", type=Path, action="append", default=[], help="more runs on the same questions (training only)")
+    parser.add_argument("--extra", type=Path, action="append", default=[],
+                        help="more runs on the same questions (training only)")
     parser.add_argument("--split", default="train")
-    parser.add_argument("--spider", default=None, help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)")
+    parser.add_argument("--spider", default=None,
+                        help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)")
     parser.add_argument("--out", type=Path, required=True, help="where to write the fitted model (JSON)")
     parser.add_argument("--report", type=Path, default=None, help="write the cross-validation figures here (JSON)")
     args = parser.parse_args(argv)
@@ -248,14 +254,19 @@ def main(argv: list[str] | None = None) -> None:
 
     report = {"runs": [str(args.run), *map(str, args.extra)], "split": args.split, "databases": databases,
               "setting": dataclasses.asdict(setting), "views": {}}
-    print(f"{len(databases)} databases; chosen: features {setting.features}, C {setting.c}, trained on {setting.training}")
-    print(f"{'view':10} {'n':>4} {'vote':>6} {'CV':>6} {'p':>7} {'nested':>7} {'p':>7}")
+    print(f"{len(databases)} databases; chosen: features {setting.features}, C {setting.c}, "
+          f"trained on {setting.training}")
+    print(f"{'view':10} {'n':>4} {'teach':>6} {'missed':>6} {'vote':>6} {'CV':>6} {'p':>7} {'nested':>7} {'p':>7}")
     for view in EVALUATION_VIEWS:
-        vote = vote_right(ordered_by_database(views[view], databases))
+        questions = ordered_by_database(views[view], databases)
+        vote = vote_right(questions)
         plain, honest = comparison(vote, chosen_cv[view]), comparison(vote, nested[view])
-        report["views"][view] = {"vote": plain["a"], "chosen setting": plain, "nested": honest}
-        print(f"{view:10} {len(vote):4} {100 * plain['a']:6.1f} {100 * plain['b']:6.1f} {plain['p_value']:7.3g} "
-              f"{100 * honest['b']:7.1f} {honest['p_value']:7.3g}")
+        teaching = [q for q in questions if q.teaches]
+        missed = sum(not q.right[q.vote] for q in teaching)
+        report["views"][view] = {"questions that teach": len(teaching), "the vote missed a right group": missed,
+                                 "vote": plain["a"], "chosen setting": plain, "nested": honest}
+        print(f"{view:10} {len(vote):4} {len(teaching):6} {missed:6} {100 * plain['a']:6.1f} {100 * plain['b']:6.1f} "
+              f"{plain['p_value']:7.3g} {100 * honest['b']:7.1f} {honest['p_value']:7.3g}")
     report["nested settings"] = [dataclasses.asdict(s) for s in nested_settings]
     report["settings"] = [{**dataclasses.asdict(s), "right": total} for s, total in totals.items()]
     model.update(fitted_on=report["runs"], split=args.split, databases=databases, setting=report["setting"])

@@ -10,7 +10,9 @@ import json
 import pytest
 
 from evaluation import fit_selector
-from evaluation.fit_selector import Question, Setting, fit, held_out_outcomes, labelled_questions, picks_right, vote_right
+from evaluation.fit_selector import (
+    Question, Setting, fit, held_out_outcomes, labelled_questions, picks_right, vote_right,
+)
 from tests.conftest import SPIDER
 from text2sql.selector import FEATURES, Selector
 
@@ -34,10 +36,12 @@ def test_the_fit_learns_which_way_each_feature_points_and_beats_the_vote_where_i
     model = fit(training, NAMES, c=1.0)
     weights = dict(zip(model["features"], model["weights"]))
     assert weights["words_uncovered"] < 0 < weights["vote_share"]
-    unseen = [covered_wins("b", 20), question("b", [{"vote_share": 0.5}, {"vote_share": 0.5}], [True, False], number=21)]
+    tie = question("b", [{"vote_share": 0.5}, {"vote_share": 0.5}], [True, False], number=21)
+    unseen = [covered_wins("b", 20), tie]
     assert picks_right(model, unseen) == [True, True]  # the tie goes to the likelier group, the first here
     assert vote_right(unseen) == [False, True]
-    scores = Selector(tuple(model["features"]), tuple(model["scale"]), tuple(model["weights"])).scores(unseen[0].features)
+    shipped = Selector(tuple(model["features"]), tuple(model["scale"]), tuple(model["weights"]))
+    scores = shipped.scores(unseen[0].features)
     assert scores[1] > scores[0]  # the shipped scorer reads the fitted model the same way
 
 
@@ -53,7 +57,8 @@ def test_questions_that_teach_nothing_are_left_out_of_fitting_but_scored():
 def test_each_database_is_scored_by_a_model_fitted_without_it(monkeypatch):
     fitted_on = []
     original = fit_selector.fit
-    monkeypatch.setattr(fit_selector, "fit", lambda qs, *a: fitted_on.append({q.db_id for q in qs}) or original(qs, *a))
+    monkeypatch.setattr(fit_selector, "fit",
+                        lambda qs, *args: fitted_on.append({q.db_id for q in qs}) or original(qs, *args))
     views = {"main": [covered_wins(db, i) for i, db in enumerate("abc")], "first 4": [], "extra": []}
     outcomes = held_out_outcomes(views, Setting("vote+result+question", 1.0, "main"), ["a", "b", "c"])
     assert fitted_on == [{"b", "c"}, {"a", "c"}, {"a", "b"}]

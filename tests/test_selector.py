@@ -11,29 +11,17 @@ import json
 import pytest
 
 from tests.conftest import build_db
+from tests.test_selection import SINGERS_SQL, checked
 from text2sql import selector
 from text2sql.engine import load_generator
 from text2sql.pipeline import Database, answer_batch
-from text2sql.selection import Candidate, Decoding, check_candidates, choose, how_chosen, result_groups, select
+from text2sql.selection import Decoding, choose, how_chosen, result_groups, select
 from text2sql.selector import FEATURES, Selector, group_features, shape
-
-SINGERS_SQL = """
-CREATE TABLE singer (id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);
-CREATE TABLE concert (id INTEGER PRIMARY KEY, singer_id INTEGER REFERENCES singer(id), year TEXT);
-INSERT INTO singer VALUES (1, 'Ann', 'France', 30), (2, 'Bob', 'Peru', 41), (3, 'Cy', 'France', 25);
-INSERT INTO concert VALUES (1, 1, '2014'), (2, 1, '2015'), (3, 2, '2014');
-"""
 
 
 @pytest.fixture
 def database(tmp_path):
     return Database.from_file(build_db(tmp_path / "singers.sqlite", SINGERS_SQL))
-
-
-def checked(database, *pairs) -> list[Candidate]:
-    candidates = [Candidate(sql=sql, raw=sql, chatty=False, logprob=lp, tokens=len(sql.split())) for sql, lp in pairs]
-    check_candidates(candidates, database.schema, database.sandbox, database.has_data)
-    return candidates
 
 
 def features_of(database, question, *pairs) -> list[dict]:
@@ -165,7 +153,8 @@ def test_the_shipped_model_reads_and_names_only_known_features():
 @pytest.mark.parametrize("pairs", [
     [("SELECT count(*) FROM singer WHERE age > 26", -0.5), ("SELECT count(*) FROM singer", -2.0),
      ("SELECT count(id) FROM singer", -1.5)],
-    [("SELECT name FROM singer WHERE country = 'Chile'", -0.2), ("SELECT name FROM singer WHERE country = 'chile'", -0.3),
+    [("SELECT name FROM singer WHERE country = 'Chile'", -0.2),
+     ("SELECT name FROM singer WHERE country = 'chile'", -0.3),
      ("SELECT max(age) FROM singer WHERE country = 'Chile'", -0.4), ("SELECT name FROM singer WHERE age > 40", -3.0)],
     [("SELECT name FROM singer WHERE age > 40", -3.0), ("SELECT name FROM singer WHERE age < 26", -4.0),
      ("SELECT name FROM singer WHERE age <= 25", -1.0)],

@@ -1,5 +1,6 @@
 """Best-of-k: several SQL candidates per question, checked without side effects, one chosen
-by a majority vote over what they return; one repair round when every candidate fails.
+among the groups that return the same result (by a vote, or the learned selector); one
+repair round when every candidate fails.
 
 1. **Candidates** come from ``SQLGenerator.sample``: the greedy answer, then k - 1 drawn at a
    temperature, each with its sequence log-likelihood, decoded in one batch.
@@ -115,8 +116,9 @@ class Candidate:
     votes: int = 0
     """How many candidates (this one included) returned the same result."""
     score: float | None = None
-    """How the selection rule rated this candidate's group: its share (0 to 1) of the question's
-    groups (the selector's softmax, or the vote's share among results with rows); None if it didn't run."""
+    """How the selection rule rated this candidate's group, 0 to 1 (the selector's softmax over
+    the question's groups, or the group's share of the votes among results with rows); None if
+    it didn't run."""
     reason: str | None = None
     """Why the group got that score, in a few words."""
 
@@ -271,7 +273,9 @@ def how_chosen(decoding: Decoding, candidates: list[Candidate], repair: Candidat
     if repair is not None:
         outcome = "it ran" if repair.ran else "it failed too"
         return text + f"; the model repaired the most likely one, given its error, and {outcome}."
-    chosen = max((c for c in candidates if c.ran), key=standing)
+    chosen = max((c for c in candidates if c.ran), key=standing, default=None)
+    if chosen is None:
+        return text + "."
     text += f", {chosen.votes} of them agree on this result."
     if get_settings().selection_rule == SELECTOR:
         text += f" The selector scored it {chosen.score:.2f} ({chosen.reason})."

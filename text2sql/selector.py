@@ -5,7 +5,7 @@ The vote (``text2sql.selection.vote_rank``) counts equal results and knows nothi
 question; many wrong groups are wrong in visible ways (a count where the question asks for
 names, no ORDER BY ... LIMIT for "the most", a value of the question missing from the SQL).
 Each group of equal results gets the ``FEATURES`` below, computed from its likeliest
-candidate; a linear model over them (``selector.json`` beside this file: feature means,
+candidate; a linear model over them (``selector.json`` beside this file: feature names,
 scales and weights, fitted by ``python -m evaluation.fit_selector`` on Spider train
 questions of databases the adapter never trained on) scores every group, and the best score
 wins. ``Verdict.score`` is the group's share of the question's softmax over those scores;
@@ -105,7 +105,9 @@ AVERAGE_CUE = _cue(r"\baverage\b|\bmean\b|\bavg\b")
 SUM_CUE = _cue(r"\bsum\b|\btotal\b(?!\s+number)")
 GROUPING_CUE = _cue(r"\beach\b|\bper\b|\bevery\b")
 ORDER_CUE = _cue(r"\border\b|\bsort|\bascending\b|\bdescending\b|\balphabetic")
-HAVING_CUE = _cue(r"\b(at least|more than|less than|fewer than|at most|greater than)\s+(one|two|three|four|five|[1-5])\b")
+HAVING_CUE = _cue(
+    r"\b(at least|more than|less than|fewer than|at most|greater than)\s+(one|two|three|four|five|[1-5])\b"
+)
 BOTH_CUE = _cue(r"\bboth\b")
 NEGATION_CUE = _cue(r"\bnot\b|n't\b|\bnever\b|\bwithout\b|\bno\b|\bexcept\b|\bother than\b")
 QUOTED = re.compile(r"\"([^\"]+)\"|“([^”]+)”|'([^']{2,})'")
@@ -182,7 +184,7 @@ class Shape:
     projection_has: frozenset[str]
     """Aggregates in the (first) SELECT list: "count", "avg", "sum", "max", "min"."""
     anywhere: frozenset[str]
-    """Aggregates and clauses anywhere: the above, "order", "limit", "group", "negation"."""
+    """Aggregates and clauses anywhere: the above, "order", "limit", "group", "intersect", "negation"."""
     tables: frozenset[str]
     literals: tuple[str, ...]
     """String literals."""
@@ -211,11 +213,10 @@ def shape(sql: str) -> Shape | None:
         return {name for kind, name in _AGGREGATES.items() if node.find(kind)}
 
     anywhere = aggregates(tree)
-    anywhere |= {name for kind, name in ((exp.Order, "order"), (exp.Limit, "limit"), (exp.Group, "group")) if tree.find(kind)}
+    clauses = ((exp.Order, "order"), (exp.Limit, "limit"), (exp.Group, "group"), (exp.Intersect, "intersect"))
+    anywhere |= {name for kind, name in clauses if tree.find(kind)}
     if tree.find(exp.Not, exp.NEQ, exp.Except):
         anywhere.add("negation")
-    if tree.find(exp.Intersect):
-        anywhere.add("intersect")
     projection = set().union(*(aggregates(node) for node in tree.selects)) if tree.selects else set()
     identifiers = {i.name for i in tree.find_all(exp.Identifier)}
     literals = tuple(lit.this for lit in tree.find_all(exp.Literal) if lit.is_string)

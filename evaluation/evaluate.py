@@ -8,8 +8,9 @@ missing (dev's wta_1) are not generated: the scorer counts and lists them.
 
 ``--mode best-of-k`` (``text2sql.selection``) draws ``--k`` candidates per question (the
 greedy one, then k - 1 at ``--temperature``; batch b's draws are seeded with ``--seed`` + the
-id of its first question), checks and runs them in the sandbox, and keeps the one a vote over
-their results picks; a question whose candidates all fail gets one repair round.
+id of its first question), checks and runs them in the sandbox, and keeps the one the
+selection rule picks among their results (``text2sql.selection.select``); a question whose
+candidates all fail gets one repair round.
 
 ``--questions FILE`` (JSON lines ``{"id", "db_id", "question", "reworded"}``, checked by
 ``text2sql.spider.read_rewordings``) asks the file's questions in its wording instead of
@@ -19,9 +20,10 @@ a run on Spider's wording, or with another model's run on the same file.
 
 Each line: ``{"id", "db_id", "question", "prediction", "raw", "chatty", "latency_ms",
 "batch_size", "prompt_tokens", "warnings", "model", "decoding"}``, and in best-of-k mode
-also ``"candidates"`` (each one's sql, raw, logprob, tokens, error, votes) and ``"repair"``
-(the same, or null). ``latency_ms`` is the question's share of its batch's time: generation,
-and in best-of-k mode also the candidates' checks and the repair round. Then
+also ``"selection_rule"``, ``"candidates"`` (each one's sql, raw, logprob, tokens, error, votes,
+and its group's score and reason) and ``"repair"`` (the same, or null). ``latency_ms`` is the
+question's share of its batch's time: generation, and in best-of-k mode also the candidates'
+checks and the repair round. Then
 ``evaluation.score`` writes scored.jsonl, metrics.json (with the decoding), report.md and
 chart.png next to it.
 
@@ -43,6 +45,7 @@ from pathlib import Path
 
 from text2sql import cpu
 from text2sql.selection import GREEDY, MODES, Decoding
+from text2sql.settings import get_settings
 
 
 def pending_examples(
@@ -113,6 +116,7 @@ def prediction_lines(
             "cpu": cpu.kind(),
         }
         if not decoding.is_greedy:
+            line["selection_rule"] = get_settings().selection_rule
             line["candidates"] = [c.as_dict() for c in generation.candidates]
             line["repair"] = generation.repair.as_dict() if generation.repair else None
         lines.append(line)

@@ -67,13 +67,15 @@ def run_cpu(predictions: list[dict]) -> dict[str, int] | None:
 
 
 def selection_summary(predictions: list[dict]) -> dict | None:
-    """Best-of-k runs: how many candidates ran, and how often the repair round was needed and worked."""
+    """Best-of-k runs: the selection rule (null for runs made before it was recorded: the vote),
+    how many candidates ran, and how often the repair round was needed and worked."""
     picked = [p for p in predictions if p.get("candidates") is not None]
     if not picked:
         return None
     candidates = [c for p in picked for c in p["candidates"]]
     repairs = [p["repair"] for p in picked if p.get("repair")]
     return {
+        "rule": next((p["selection_rule"] for p in picked if p.get("selection_rule")), None),
         "candidates_ran_rate": round(sum(c["error"] is None for c in candidates) / len(candidates), 6),
         "questions_without_a_running_candidate": len(repairs),
         "repairs_that_ran": sum(r["error"] is None for r in repairs),
@@ -188,7 +190,7 @@ def report_markdown(metrics: dict, items: list[dict], context: dict, predictions
         f"| predictions outside Spider's SQL subset (EM 0 by rule) | {em_refused} |",
         "| generation latency per question, p50 / p95 (ms) "
         f"| {_number(metrics['latency_ms']['p50'])} / {_number(metrics['latency_ms']['p95'])} |",
-        f"| decoding | {_decoding_text(metrics.get('decoding'))} |",
+        f"| decoding | {_decoding_text(metrics.get('decoding'), (metrics.get('selection') or {}).get('rule'))} |",
         *_selection_rows(metrics.get("selection")),
         "",
         "EX: the test-suite evaluator's execution match on the single dev database, DISTINCT kept,",
@@ -211,13 +213,14 @@ def report_markdown(metrics: dict, items: list[dict], context: dict, predictions
     return "\n".join(lines)
 
 
-def _decoding_text(decoding: dict | None) -> str:
+def _decoding_text(decoding: dict | None, rule: str | None = None) -> str:
     if not decoding:
         return "not recorded"
     if decoding["mode"] == "greedy":
         return "greedy"
+    chosen_by = "the learned selector" if rule == "selector" else "majority vote"
     text = (f"best of {decoding['k']}: the greedy answer + {decoding['k'] - 1} drawn at temperature "
-            f"{decoding['temperature']:g} (seed {decoding['seed']} + each batch's first id), majority vote over results")
+            f"{decoding['temperature']:g} (seed {decoding['seed']} + each batch's first id), {chosen_by} over results")
     if decoding.get("first_k_of"):
         text += f"; the first {decoding['k']} candidates of `{decoding['first_k_of']}`"
     return text

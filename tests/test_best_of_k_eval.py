@@ -53,7 +53,7 @@ def test_evaluate_best_of_k_keeps_candidates_votes_and_the_decoding(best_of_3_ru
     assert all(p["decoding"] == decoding for p in predictions)
     metrics = json.loads((best_of_3_run / "metrics.json").read_text())
     assert metrics["ex"] == 1.0 and metrics["decoding"] == decoding
-    assert metrics["selection"] == {"candidates_ran_rate": round(7 / 9, 6), "questions_without_a_running_candidate": 0,
+    assert metrics["selection"] == {"rule": "vote", "candidates_ran_rate": round(7 / 9, 6), "questions_without_a_running_candidate": 0,
                                     "repairs_that_ran": 0, "any_candidate_ex": 1.0}
     assert "| decoding | best of 3: the greedy answer + 2 drawn at temperature 0.7" in (
         best_of_3_run / "report.md").read_text()
@@ -96,6 +96,34 @@ def test_the_same_k_selects_again_among_all_candidates(best_of_3_run, fake_model
     again, run = lines(out / "predictions.jsonl"), lines(best_of_3_run / "predictions.jsonl")
     assert [p["prediction"] for p in again] == [p["prediction"] for p in run]
     assert [p["candidates"] for p in again] == [p["candidates"] for p in run]
+
+
+def test_another_rule_on_the_same_candidates_reuses_the_repairs_without_the_model(
+    best_of_3_run, fake_model, tmp_path, monkeypatch
+):
+    fake_model.reset()
+    fake_model.enqueue("SELECT count(x) FROM singer", GOLD_COUNT)  # dev 1's repairs, drawn once
+    by_vote = tmp_path / "best-of-2"
+    fewer_candidates.main([str(best_of_3_run), "--k", "2", "--out", str(by_vote), "--spider", str(SPIDER),
+                           "--workers", "1"])
+    fake_model.reset()
+    monkeypatch.setenv("TEXT2SQL_SELECTION_RULE", "selector")
+    by_selector = tmp_path / "best-of-2-selector"
+    fewer_candidates.main([str(best_of_3_run), "--k", "2", "--repairs-from", str(by_vote), "--out", str(by_selector),
+                           "--spider", str(SPIDER), "--workers", "1"])
+    assert fake_model.calls == []
+    vote_lines, selector_lines = lines(by_vote / "predictions.jsonl"), lines(by_selector / "predictions.jsonl")
+    assert [p["selection_rule"] for p in vote_lines + selector_lines] == ["vote"] * 3 + ["selector"] * 3
+    assert selector_lines[1]["repair"]["sql"] == vote_lines[1]["repair"]["sql"] == GOLD_COUNT
+    assert selector_lines[1]["prediction"] == GOLD_COUNT and selector_lines[1]["repair"]["error"] is None
+    assert all(c["score"] is not None for p in selector_lines for c in p["candidates"] if c["error"] is None)
+    metrics = json.loads((by_selector / "metrics.json").read_text())
+    assert metrics["selection"]["rule"] == "selector"
+    assert "1 drawn at temperature 0.7 (seed 5 + each batch's first id), the learned selector over results" in (
+        by_selector / "report.md").read_text()
+    with pytest.raises(SystemExit, match="does not hold the same first 2 candidates for question 0"):
+        fewer_candidates.main([str(best_of_3_run), "--k", "2", "--repairs-from", str(best_of_3_run),
+                               "--out", str(tmp_path / "x"), "--spider", str(SPIDER)])
 
 
 def test_fewer_candidates_needs_k_no_larger_than_the_run(best_of_3_run, tmp_path):

@@ -27,9 +27,9 @@ from text2sql.selection import (
     Candidate,
     Decoding,
     check_candidates,
-    choose,
     most_likely_failure,
     repair_prompt,
+    select,
 )
 from text2sql.settings import Settings, get_settings
 from text2sql.sqlout import extract_sql
@@ -171,14 +171,20 @@ def select_answers(
     candidates: list[list[Candidate]],
     decoding: Decoding,
     prompts: list[_Prompt] | None = None,
+    drawn_repairs: list[Candidate | None] | None = None,
 ) -> list[Answer]:
     """Each question's answer from its candidates: every candidate checked in the sandbox, the
-    vote's pick, or, where none ran, one repair round (one batched call for all of them)."""
+    pick of the selection rule (``text2sql.selection.select``), or, where none ran, one repair
+    round (one batched call for all of them; ``drawn_repairs``: repairs an earlier run drew
+    and chose for these candidates, checked again instead of drawing new ones)."""
     prompts = prompts or _prompts(generator, database.schema, questions)
     for prompt, per_question in zip(prompts, candidates):
         check_candidates(per_question, prompt.schema, database.sandbox, database.has_data)
-    chosen = [choose(per_question) for per_question in candidates]
-    repairs = _repair(generator, database, questions, prompts, candidates, chosen, decoding)
+    chosen = [select(c, q, p.schema) for c, q, p in zip(candidates, questions, prompts)]
+    if drawn_repairs is None:
+        repairs = _repair(generator, database, questions, prompts, candidates, chosen, decoding)
+    else:
+        repairs = _recheck(database, prompts, chosen, drawn_repairs)
     answers = []
     for prompt, per_question, pick, repair in zip(prompts, candidates, chosen, repairs):
         final = pick or (repair if repair and repair.sql else most_likely_failure(per_question))
@@ -194,7 +200,7 @@ def select_answers(
 
 def _repair(generator, database, questions, prompts, candidates, chosen, decoding) -> list[Candidate | None]:
     """Where no candidate ran: ``decoding.k`` repairs drawn like the candidates (one batched
-    call for all such questions), checked, and chosen by the same vote; the most likely repair
+    call for all such questions), checked, and chosen by the same rule; the most likely repair
     when none runs. Sampled, not only greedy: given its failed query back, a model tends to
     write that query again (the fine-tuned 0.5B mostly did: results/*-best-of-8/ repairs)."""
     failed = [i for i, pick in enumerate(chosen) if pick is None]
@@ -206,7 +212,17 @@ def _repair(generator, database, questions, prompts, candidates, chosen, decodin
     for i, samples in zip(failed, drawn):
         attempts = [Candidate.from_sample(sample) for sample in samples]
         check_candidates(attempts, prompts[i].schema, database.sandbox, database.has_data)
-        repairs[i] = choose(attempts) or max(attempts, key=lambda c: c.logprob)
+        repairs[i] = select(attempts, questions[i], prompts[i].schema) or max(attempts, key=lambda c: c.logprob)
+    return repairs
+
+
+def _recheck(database, prompts, chosen, drawn: list[Candidate | None]) -> list[Candidate | None]:
+    """The repairs already drawn, checked again, where no candidate ran (None elsewhere)."""
+    repairs: list[Candidate | None] = [None] * len(chosen)
+    for i, pick in enumerate(chosen):
+        if pick is None and drawn[i] is not None:
+            check_candidates([drawn[i]], prompts[i].schema, database.sandbox, database.has_data)
+            repairs[i] = drawn[i]
     return repairs
 
 

@@ -1,5 +1,6 @@
 """Best-of-k: several SQL candidates per question, checked without side effects, one chosen
-by a majority vote over what they return; one repair round when every candidate fails.
+among the groups that return the same result (by a vote, or the learned selector); one
+repair round when every candidate fails.
 
 1. **Candidates** come from ``SQLGenerator.sample``: the greedy answer, then k - 1 drawn at a
    temperature, each with its sequence log-likelihood, decoded in one batch.
@@ -7,15 +8,22 @@ by a majority vote over what they return; one repair round when every candidate 
    tables and columns resolved against the schema (``text2sql.sqlcheck``), compiled with
    ``EXPLAIN`` in the sandbox, then run there under ``candidate_timeout_s``. A candidate
    that fails any step is dropped, with the reason kept. Identical SQL is checked once.
-3. **Vote** (``choose``): candidates whose results are equal (the rule of Spider's execution
-   accuracy, ``text2sql.results.results_match``, as bags of rows) form a group; the largest
-   group wins, among the results that answer something (rows, not only NULLs) when there are
-   any; a tie goes to the group holding the most likely candidate, and the group's most
-   likely candidate is the answer. On a pasted schema every result is empty, so the
-   most likely candidate that compiles wins.
+3. **Select** (``select``): candidates whose results are equal (the rule of Spider's execution
+   accuracy, ``text2sql.results.results_match``, as bags of rows) form a group, and a rule
+   ranks the groups; the top group's most likely candidate is the answer. Two rules
+   (``SELECTION_RULES``; the setting ``selection_rule`` chooses):
+
+   * ``vote`` (``choose`` with ``vote_rank``): the largest group wins, among the results that
+     answer something (rows, not only NULLs) when there are any; a tie goes to the group
+     holding the most likely candidate.
+   * ``selector`` (``text2sql.selector``): a small fitted model scores each group from its
+     result, its votes, the model's likelihood and how its SQL fits the question.
+
+   Either way each candidate's ``score`` and ``reason`` say how its group stood. On a pasted
+   schema every result is empty, so the most likely candidate that compiles wins.
 4. **Repair** (``repair_prompt``): when none ran, the most likely failed candidate and its
    error go back to the model once (``text2sql.prompt.build_repair_messages``); k repairs are
-   drawn the way the candidates were, checked, and voted on the same way.
+   drawn the way the candidates were, checked, and selected among the same way.
 
 ``text2sql.pipeline.answer_batch`` runs these steps; this module holds the pieces.
 
@@ -40,6 +48,8 @@ from text2sql.sqlout import extract_sql
 
 GREEDY, BEST_OF_K = "greedy", "best-of-k"
 MODES = (GREEDY, BEST_OF_K)
+VOTE, SELECTOR = "vote", "selector"
+SELECTION_RULES = (SELECTOR, VOTE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +115,12 @@ class Candidate:
     result: QueryResult | None = None
     votes: int = 0
     """How many candidates (this one included) returned the same result."""
+    score: float | None = None
+    """How the selection rule rated this candidate's group, 0 to 1 (the selector's softmax over
+    the question's groups, or the group's share of the votes among results with rows); None if
+    it didn't run."""
+    reason: str | None = None
+    """Why the group got that score, in a few words."""
 
     @classmethod
     def from_sample(cls, sample: Sample) -> Candidate:
@@ -125,7 +141,8 @@ class Candidate:
 
     def as_dict(self) -> dict:
         return {"sql": self.sql, "raw": self.raw, "logprob": round(self.logprob, 4), "tokens": self.tokens,
-                "error": self.error, "votes": self.votes}
+                "error": self.error, "votes": self.votes,
+                "score": None if self.score is None else round(self.score, 4), "reason": self.reason}
 
 
 def check_candidates(candidates: list[Candidate], schema: Schema, sandbox: Sandbox, has_data: bool) -> None:
@@ -191,6 +208,57 @@ def vote_rank(group: list[Candidate]) -> tuple:
     return answers_something(group[0].result), len(group), max(c.logprob for c in group)
 
 
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """A selection rule's view of one group of equal results."""
+
+    score: float
+    reason: str
+
+
+def select(candidates: list[Candidate], question: str, schema: Schema, rule: str | None = None) -> Candidate | None:
+    """The answer by ``rule`` (default: the setting ``selection_rule``): the most likely
+    candidate of the group the rule scores best (ties: more votes, then the group holding the
+    most likely candidate). None when no candidate ran. Sets every candidate's ``votes``, and
+    the ``score`` and ``reason`` of those that ran."""
+    rule = rule or get_settings().selection_rule
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"Unknown selection rule {rule!r}; choose one of: {', '.join(SELECTION_RULES)}.")
+    groups = result_groups(candidates)
+    if not groups:
+        return None
+    if rule == VOTE:
+        verdicts = vote_verdicts(groups)
+    else:
+        from text2sql.selector import Selector  # it builds on this module's groups and vote
+
+        verdicts = Selector.load().judge(groups, candidates, question, schema)
+    for group, verdict in zip(groups, verdicts):
+        for candidate in group:
+            candidate.score, candidate.reason = verdict.score, verdict.reason
+    return max((c for group in groups for c in group), key=standing)
+
+
+def standing(candidate: Candidate) -> tuple:
+    """Where a candidate that ran stands in ``select``'s order."""
+    return candidate.score, candidate.votes, candidate.logprob
+
+
+def vote_verdicts(groups: list[list[Candidate]]) -> list[Verdict]:
+    """The vote as scores: each group's share of the votes among the results that answer
+    something (0 for those that don't), or among all when none does; ``select`` then orders
+    the groups as ``vote_rank`` does."""
+    answering = [answers_something(group[0].result) for group in groups]
+    counted = [len(g) for g, answers in zip(groups, answering) if answers or not any(answering)]
+    verdicts = []
+    for group, answers in zip(groups, answering):
+        if any(answering) and not answers:
+            verdicts.append(Verdict(0.0, "no rows: results with rows come first"))
+        else:
+            verdicts.append(Verdict(len(group) / sum(counted), f"{len(group)} of {sum(counted)} votes"))
+    return verdicts
+
+
 def most_likely_failure(candidates: list[Candidate]) -> Candidate:
     """The candidate to repair: the most likely one that has SQL (else the most likely)."""
     with_sql = [c for c in candidates if c.sql] or candidates
@@ -205,7 +273,13 @@ def how_chosen(decoding: Decoding, candidates: list[Candidate], repair: Candidat
     if repair is not None:
         outcome = "it ran" if repair.ran else "it failed too"
         return text + f"; the model repaired the most likely one, given its error, and {outcome}."
-    return text + f", {max(c.votes for c in candidates)} of them agree on this result."
+    chosen = max((c for c in candidates if c.ran), key=standing, default=None)
+    if chosen is None:
+        return text + "."
+    text += f", {chosen.votes} of them agree on this result."
+    if get_settings().selection_rule == SELECTOR:
+        text += f" The selector scored it {chosen.score:.2f} ({chosen.reason})."
+    return text
 
 
 def repair_prompt(schema: Schema, question: str, failed: Candidate) -> Messages:

@@ -70,6 +70,10 @@ class Settings:
     """Temperature the other best-of-k candidates are drawn at."""
     candidate_timeout_s: float = 2.0
     """Time limit for running one best-of-k candidate (several run per question)."""
+    selection_rule: str = "vote"
+    """How best of k picks among its groups of equal results: "vote" (the most votes, results
+    with rows first) or "selector" (the fitted model, ``text2sql.selector``; not the default:
+    on held-out train databases it did not beat the vote, results/tuning/README.md)."""
 
     # Serving.
     max_question_chars: int = 2_000

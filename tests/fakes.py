@@ -24,6 +24,7 @@ class FakeGenerator:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self.origin = "fake model for tests"
+        self.engine = "fake"
         self.max_prompt_tokens = 100_000
 
     @classmethod
@@ -42,6 +43,9 @@ class FakeGenerator:
     def _next(self, position: int) -> tuple[str, float]:
         output = self.queue.popleft() if self.queue else "SELECT 1"
         return output if isinstance(output, tuple) else (output, -1.0 - position)
+
+    def prefill(self, messages) -> None:
+        self.calls.append(("prefill", 1, 0))
 
     def generate(self, prompts, **overrides) -> list[str]:
         self.history.extend(prompts)

@@ -12,12 +12,12 @@ id of its first question), checks and runs them in the sandbox, and keeps the on
 their results picks; a question whose candidates all fail gets one repair round.
 
 Each line: ``{"id", "db_id", "question", "prediction", "raw", "chatty", "latency_ms",
-"batch_size", "prompt_tokens", "warnings", "model", "decoding"}``, and in best-of-k mode
+"batch_size", "prompt_tokens", "warnings", "model", "engine", "decoding"}``, and in best-of-k mode
 also ``"candidates"`` (each one's sql, raw, logprob, tokens, error, votes) and ``"repair"``
 (the same, or null). ``latency_ms`` is the question's share of its batch's time: generation,
 and in best-of-k mode also the candidates' checks and the repair round. Then
 ``evaluation.score`` writes scored.jsonl, metrics.json (with the decoding), report.md and
-chart.png next to it.
+chart.png next to it; metrics.json names the engine (backend, weights, CPU backend, threads).
 
     nice -n 10 python -m evaluation.evaluate --model qwen2.5-coder-0.5b --split dev --out results/qwen2.5-coder-0.5b-base
     nice -n 10 python -m evaluation.evaluate --model qwen2.5-coder-0.5b --mode best-of-k --k 8 --batch-size 4 \
@@ -84,6 +84,7 @@ def prediction_lines(generator, spider, batch: list, decoding: Decoding = Decodi
             "prompt_tokens": generation.prompt_tokens,
             "warnings": generation.warnings,
             "model": generation.model,
+            "engine": generator.engine,
             "decoding": decoding.as_dict(),
         }
         if not decoding.is_greedy:
@@ -101,6 +102,14 @@ def check_same_decoding(done: list[dict], decoding: Decoding, path: Path) -> Non
                 f"{path} holds predictions made with decoding {line.get('decoding')}, not {decoding.as_dict()}; "
                 "choose another --out."
             )
+
+
+def check_same_backend(done: list[dict], engine: str, path: Path) -> None:
+    """Refuse to add to predictions another backend made (llama.cpp and transformers differ)."""
+    backend = engine.split()[0]
+    for line in done:
+        if line.get("engine") and line["engine"].split()[0] != backend:
+            raise SystemExit(f"{path} holds predictions made by {line['engine']}, not {backend}; choose another --out.")
 
 
 def generate_predictions(
@@ -127,6 +136,7 @@ def generate_predictions(
     if not todo:
         return path
     generator = load_generator(model)
+    check_same_backend(done, generator.engine, path)
     with (
         open(path, "a") as handle,
         tqdm(total=len(todo), desc=f"generating ({len(done)} done before)", unit="q") as bar,
@@ -159,7 +169,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--temperature", type=float, default=None, help="best-of-k: sampling temperature (default: setting)"
     )
     parser.add_argument("--seed", type=int, default=0, help="best-of-k: base seed of the draws")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch, llama.cpp; default: their choice)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per query when scoring")
     parser.add_argument("--workers", type=int, default=2, help="scoring processes")
     return parser
@@ -182,9 +192,12 @@ def main(argv: list[str] | None = None) -> None:
 
     args = make_parser().parse_args(argv)
     if args.threads:
+        import os
+
         import torch
 
         torch.set_num_threads(args.threads)
+        os.environ["TEXT2SQL_THREADS"] = str(args.threads)
     decoding = Decoding.from_mode(args.mode, args.k, args.temperature, args.seed)
     out = Path(args.out or Path("results") / args.model)
     out.mkdir(parents=True, exist_ok=True)

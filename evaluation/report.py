@@ -57,6 +57,13 @@ def run_decoding(predictions: list[dict]) -> dict | None:
     return json.loads(recorded.pop()) if recorded else None
 
 
+def run_engine(predictions: list[dict]) -> str | None:
+    """Which backend made the predictions and how (``evaluate`` records it on every line):
+    the distinct descriptions, in order, joined by " | " (a run resumed elsewhere has two)."""
+    engines = dict.fromkeys(p["engine"] for p in predictions if p.get("engine"))
+    return " | ".join(engines) or None
+
+
 def selection_summary(predictions: list[dict]) -> dict | None:
     """Best-of-k runs: how many candidates ran, and how often the repair round was needed and worked."""
     picked = [p for p in predictions if p.get("candidates") is not None]
@@ -96,6 +103,7 @@ def build_metrics(items: list[dict], model: str, split: str, predictions: list[d
         "model": model,
         "split": split,
         "decoding": run_decoding(list(predictions)),
+        "engine": run_engine(list(predictions)),
         "selection": _with_coverage(selection_summary(list(predictions)), items),
         "evaluator_version": EVALUATOR_VERSION,
     }

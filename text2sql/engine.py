@@ -66,6 +66,9 @@ class SQLGenerator(Protocol):
 
     def count_tokens(self, messages: Messages) -> int: ...
 
+    def prefill(self, messages: Messages) -> None:
+        """Compute and keep the prompt's prefix, so later prompts that start the same way are faster."""
+
     def generate(self, prompts: list[Messages], **overrides) -> list[str]: ...
 
     def sample(self, prompts: list[Messages], k: int, temperature: float, seed: int) -> list[list[Sample]]: ...

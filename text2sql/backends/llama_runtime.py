@@ -17,13 +17,14 @@ crashed llama.cpp on prompts longer than one token (docs/engine.md).
 from __future__ import annotations
 
 import ctypes
-import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 
 _library = None
+GGML_LOG_LEVEL_ERROR = 4  # ggml.h's enum in 0.3.36 (llama_cpp._logger still maps an older one)
 
 
 def load_library():
@@ -31,29 +32,38 @@ def load_library():
     global _library
     if _library is None:
         import llama_cpp
-        import llama_cpp._ggml as ggml
 
-        ggml.libggml.ggml_backend_reg_count.restype = ctypes.c_size_t
-        if ggml.libggml.ggml_backend_reg_count() == 0:  # a GGML_BACKEND_DL build: nothing linked in
+        _quiet(llama_cpp)
+        ggml = _ggml_of_libllama(Path(llama_cpp.__file__).parent / "lib")
+        ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
+        if ggml.ggml_backend_reg_count() == 0:  # a GGML_BACKEND_DL build: nothing linked in
             # llama.cpp itself looks beside the executable (python) and in the working
             # directory; the variants are installed in the package's lib/ folder.
-            ggml.libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-            ggml.libggml.ggml_backend_load_all_from_path(str(Path(llama_cpp.__file__).parent / "lib").encode())
-        if ggml.libggml.ggml_backend_reg_count() == 0:
+            ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+            ggml.ggml_backend_load_all_from_path(str(Path(llama_cpp.__file__).parent / "lib").encode())
+        if ggml.ggml_backend_reg_count() == 0:
             raise RuntimeError("llama.cpp found no CPU backend for this CPU in its lib/ folder; reinstall it (scripts/install.sh).")
-        _quiet(llama_cpp)
         llama_cpp.llama_backend_init()
         _library = llama_cpp
     return _library
 
 
+def _ggml_of_libllama(folder: Path) -> ctypes.CDLL:
+    """The libggml instance libllama uses. A wheel holds no symlinks, so libggml.so,
+    libggml.so.0 and libggml.so.0.x.y are three copies: each loaded would keep a registry of
+    its own. Opened by its soname (the shortest versioned name), dlopen returns the one
+    libllama already loaded."""
+    sonames = sorted((p.name for p in folder.glob("libggml.so.*")), key=len)
+    return ctypes.CDLL(sonames[0] if sonames else str(folder / "libggml.so"))
+
+
 def _quiet(llama_cpp) -> None:
-    """Keep llama.cpp's load-time chatter off stderr (errors still reach it)."""
+    """Only llama.cpp's errors reach stderr (not its load-time chatter)."""
 
     @llama_cpp.llama_log_callback
     def log(level, text, user_data):
-        if level == llama_cpp.GGML_LOG_LEVEL_ERROR:
-            os.write(2, text)
+        if level == GGML_LOG_LEVEL_ERROR:
+            sys.stderr.write(text.decode(errors="replace"))
 
     _quiet.callback = log  # ctypes callbacks must outlive the call
     llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
@@ -102,7 +112,7 @@ class LlamaModel:
         self._pieces: dict[int, bytes] = {}
 
     def __del__(self):
-        if getattr(self, "pointer", None):
+        if getattr(self, "pointer", None) and self.lib.llama_model_free:  # None at interpreter exit
             self.lib.llama_model_free(self.pointer)
             self.pointer = None
 
@@ -192,7 +202,7 @@ class LlamaContext:
         self.batch = lib.llama_batch_init(n_batch, 0, 1)
 
     def __del__(self):
-        if getattr(self, "pointer", None):
+        if getattr(self, "pointer", None) and self.lib.llama_free:  # None at interpreter exit
             self.lib.llama_batch_free(self.batch)
             self.lib.llama_free(self.pointer)
             self.pointer = None

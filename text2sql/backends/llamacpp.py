@@ -199,8 +199,9 @@ class LlamaCppGenerator:
         self.template = ChatTemplate(self.model.chat_template(), self.model.special_tokens())
         self.prefixes = PrefixStates(settings.prefix_cache_mb * 2**20)  # states depend on the adapter: one store each
         self.lock = threading.Lock()
+        levels = [f for f in ("AVX2", "AVX512", "AVX512_VNNI", "AVX512_BF16", "AMX_INT8") if f in backend_features()]
         self.engine = (f"llama.cpp (llama-cpp-python {library.__version__}; {self.model.describe()}; "
-                       f"CPU backend {'/'.join(backend_features()) or 'baseline x86-64'}; {threads} threads)")
+                       f"CPU backend {'+'.join(levels) or 'without AVX2'}; {threads} threads)")
 
     def render(self, messages: Messages) -> str:
         return self.template.render(messages)

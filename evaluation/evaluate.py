@@ -1,7 +1,7 @@
 """Generate SQL for every Spider question with a registry model, then score it.
 
 Questions are answered database by database in batches of ``--batch-size``, so each batch
-shares the cached KV of the system prompt + schema (``TransformersGenerator.generate``).
+shares the cached KV of the system prompt + schema (both backends keep it: docs/engine.md).
 Every answered batch is appended to ``OUT/predictions.jsonl`` at once; a rerun skips the ids
 already there, so an interrupted run resumes where it stopped. Items whose database is
 missing (dev's wta_1) are not generated: the scorer counts and lists them.

@@ -324,3 +324,12 @@ def test_push_stages_a_gguf_adapter_that_the_backend_uses_as_it_is(tmp_path, smo
         assert shipped.generate(PROMPTS[:1]) == converted.generate(PROMPTS[:1])
     finally:
         engine.unload_all()
+
+
+def test_large_batches_are_split_to_fit_the_rows_and_the_kv_cells():
+    split = llamacpp.LlamaCppGenerator._groups
+    prompts = [[1] * 100 for _ in range(10)]
+    assert [len(g) for g in split(None, prompts, 16, copies=8)] == [8, 2]  # 64 rows at most
+    assert [len(g) for g in split(None, prompts, 16, copies=1)] == [10]
+    long = [[1] * 3000 for _ in range(6)]  # 3000 + 256 cells each: five fit 16384
+    assert [len(g) for g in split(None, long, 256, copies=1)] == [5, 1]

@@ -1,18 +1,32 @@
-"""End-to-end latency of `ask` with the embedded default model, against a bare `generate`.
+"""Latency of one `ask`, llama.cpp and transformers side by side, on the same questions.
 
-For 20 Spider dev questions (spread over the dev databases) it times the whole pipeline
-(schema read, prompt fitting, generation, SQL extraction, sandboxed execution) and then a
-bare ``model.generate`` of the very same prompt tokens forced to produce the same number of
-new tokens. The ratio is our overhead. Not a test: numbers depend on the machine.
+For each engine (``TEXT2SQL_ENGINE``) it loads the model (timed: the first answer after a
+start waits for it), then for ``--questions`` Spider dev questions, each about another
+database, times the whole pipeline (schema read, prompt fitting, generation, SQL extraction,
+sandboxed execution) three ways:
 
-    python benchmarks/latency.py [--questions 20] [--threads 2] [--model qwen2.5-coder-0.5b]
+- **new database**: nothing about the database is cached (the prefix store is emptied first);
+- **after a warm-up**: the database's prefix was computed when it was chosen (the app's
+  ``Service.warm_up``, untimed: the visitor is typing), then the question is asked;
+- **next question, same database**: another question about it, right after.
+
+With ``--best-of K`` it also times best-of-K on the next question, warm. It prints p50 and p95
+per engine and the ratios llama.cpp / transformers, with the CPU's flags and the load
+average (the machine may be shared). Not a test: numbers depend on the machine.
+
+    nice -n 10 python benchmarks/latency.py [--questions 20] [--threads 2] [--model qwen2.5-coder-0.5b-spider] \\
+        [--engines llama.cpp,transformers] [--best-of 8]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import time
+from pathlib import Path
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+KINDS = ("new database", "after a warm-up", "next question, same database")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -21,59 +35,90 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def pick_questions(n: int):
+    """(spider, [(first, second) question pairs]), each pair about one database, n databases."""
     from text2sql.spider import Spider
 
     spider = Spider()
-    runnable = [e for e in spider.examples("dev") if spider.has_database(e.db_id)]
-    step = max(1, len(runnable) // n)
-    return spider, runnable[::step][:n]
+    by_db: dict[str, list] = {}
+    for example in spider.examples("dev"):
+        if spider.has_database(example.db_id):
+            by_db.setdefault(example.db_id, []).append(example)
+    pairs = [(examples[0], examples[len(examples) // 2]) for examples in by_db.values() if len(examples) > 1]
+    step = max(1, len(pairs) // n)
+    return spider, pairs[::step][:n]
+
+
+def cpu_description() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    return f"{model}; flags: {' '.join(f for f in CPU_FLAGS if f in flags) or 'none of ' + ', '.join(CPU_FLAGS)}"
+
+
+def time_engine(engine_name: str, model: str | None, spider, pairs, best_of: int | None) -> dict[str, list[float]]:
+    from text2sql import engine
+    from text2sql.pipeline import Database, ask, warm_up
+    from text2sql.selection import Decoding
+
+    os.environ["TEXT2SQL_ENGINE"] = engine_name
+    engine.unload_all()
+    started = time.perf_counter()
+    generator = engine.load_generator(model)
+    times: dict[str, list[float]] = {"load": [time.perf_counter() - started]}
+    print(f"\n{engine_name}: {generator.spec.name}, {generator.engine}\n  weights: {generator.origin}")
+    print(f"  loaded in {times['load'][0]:.1f} s")
+    for first, second in pairs:
+        database = Database.from_file(spider.db_path(first.db_id))
+        row = {}
+        for kind, question, warm in ((KINDS[0], first, False), (KINDS[1], first, True), (KINDS[2], second, False)):
+            if kind != KINDS[2]:
+                generator.prefixes.entries.clear()
+            if warm:
+                warm_up(database, model)
+            started = time.perf_counter()
+            ask(Database.from_file(spider.db_path(first.db_id)), question.question, model=model)
+            row[kind] = time.perf_counter() - started
+        if best_of:
+            started = time.perf_counter()
+            ask(database, second.question, model=model, decoding=Decoding.best_of(best_of))
+            row[f"best of {best_of}, same database"] = time.perf_counter() - started
+        for kind, seconds in row.items():
+            times.setdefault(kind, []).append(seconds)
+        print(f"  {first.db_id:28s} " + "  ".join(f"{kind} {seconds:5.2f} s" for kind, seconds in row.items()))
+    engine.unload_all()
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=20)
+    parser.add_argument("--questions", type=int, default=20, help="databases (two questions each)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default=None, help="registry model (default: the registry's default)")
+    parser.add_argument("--engines", default="llama.cpp,transformers")
+    parser.add_argument("--best-of", type=int, default=None, help="also time best-of-K on the warm database")
     args = parser.parse_args()
 
+    os.environ["TEXT2SQL_THREADS"] = str(args.threads)
     import torch
 
-    from text2sql.engine import load_generator
-    from text2sql.pipeline import Database, ask
-    from text2sql.prompt import build_messages, fit_schema
-
     torch.set_num_threads(args.threads)
-    spider, examples = pick_questions(args.questions)
-    generator = load_generator(args.model)
-    tokenizer, model = generator.tokenizer, generator.base.model
-    print(f"model {generator.spec.name} ({generator.origin}), dtype {generator.base.dtype}, {args.threads} threads")
+    spider, pairs = pick_questions(args.questions)
+    print(f"CPU: {cpu_description()}; {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
+    engines = args.engines.split(",")
+    results = {name: time_engine(name, args.model, spider, pairs, args.best_of) for name in engines}
 
-    rows = []
-    for example in examples:
-        started = time.perf_counter()
-        database = Database.from_file(spider.db_path(example.db_id))
-        answer = ask(database, example.question, model=args.model)
-        end_to_end = time.perf_counter() - started
-        new_tokens = max(1, len(tokenizer(answer.generation.raw, add_special_tokens=False)["input_ids"]))
-        fitted, _ = fit_schema(database.schema, example.question, generator.count_tokens, generator.max_prompt_tokens)
-        inputs = tokenizer(generator.render(build_messages(fitted, example.question)), return_tensors="pt", add_special_tokens=False)
-        started = time.perf_counter()
-        with torch.inference_mode():
-            model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                           pad_token_id=tokenizer.pad_token_id)
-        bare = time.perf_counter() - started
-        rows.append((example.db_id, inputs["input_ids"].shape[1], new_tokens, end_to_end, bare))
-        print(f"{example.db_id:28s} prompt {rows[-1][1]:5d} tok  new {new_tokens:3d} tok  ask {end_to_end:6.2f} s  bare {bare:6.2f} s")
-
-    ask_times = [r[3] for r in rows]
-    bare_times = [r[4] for r in rows]
-    tokens = sum(r[2] for r in rows)
-    print()
-    print(f"{'':24s}{'p50 (s)':>10s}{'p95 (s)':>10s}{'mean (s)':>10s}")
-    for label, values in (("ask, end to end", ask_times), ("bare generate", bare_times)):
-        print(f"{label:24s}{percentile(values, .5):10.2f}{percentile(values, .95):10.2f}{statistics.mean(values):10.2f}")
-    print(f"tokens/s (ask): {tokens / sum(ask_times):.1f}   tokens/s (bare): {tokens / sum(bare_times):.1f}")
-    print(f"overhead ratio ask / bare (total time): {sum(ask_times) / sum(bare_times):.3f}")
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}; {len(pairs)} databases")
+    print(f"{'seconds':36s}" + "".join(f"{name + ' p50':>18s}{'p95':>8s}" for name in engines)
+          + ("   ratio of p50s" if len(engines) == 2 else ""))
+    for kind in results[engines[0]]:
+        cells = "".join(f"{percentile(results[n][kind], .5):18.2f}{percentile(results[n][kind], .95):8.2f}" for n in engines)
+        ratio = ""
+        if len(engines) == 2 and kind in results[engines[1]]:
+            ratio = f"{percentile(results[engines[0]][kind], .5) / percentile(results[engines[1]][kind], .5):17.2f}"
+        print(f"{kind:36s}{cells}{ratio}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Generate SQL for every Spider question with a registry model, then score it.
 
 Questions are answered database by database in batches of ``--batch-size``, so each batch
-shares the cached KV of the system prompt + schema (``TransformersGenerator.generate``).
+shares the cached KV of the system prompt + schema (both backends keep it: docs/engine.md).
 Every answered batch is appended to ``OUT/predictions.jsonl`` at once; a rerun skips the ids
 already there, so an interrupted run resumes where it stopped. Items whose database is
 missing (dev's wta_1) are not generated: the scorer counts and lists them.
@@ -19,13 +19,13 @@ a folder answered in another wording is refused. ``evaluation.compare`` pairs su
 a run on Spider's wording, or with another model's run on the same file.
 
 Each line: ``{"id", "db_id", "question", "prediction", "raw", "chatty", "latency_ms",
-"batch_size", "prompt_tokens", "warnings", "model", "decoding"}``, and in best-of-k mode
+"batch_size", "prompt_tokens", "warnings", "model", "engine", "decoding"}``, and in best-of-k mode
 also ``"selection_rule"``, ``"candidates"`` (each one's sql, raw, logprob, tokens, error, votes,
 and its group's score and reason) and ``"repair"`` (the same, or null). ``latency_ms`` is the
 question's share of its batch's time: generation, and in best-of-k mode also the candidates'
 checks and the repair round. Then
 ``evaluation.score`` writes scored.jsonl, metrics.json (with the decoding), report.md and
-chart.png next to it.
+chart.png next to it; metrics.json names the engine (backend, weights, CPU backend, threads).
 
     nice -n 10 python -m evaluation.evaluate --model qwen2.5-coder-0.5b --split dev --out results/qwen2.5-coder-0.5b-base
     nice -n 10 python -m evaluation.evaluate --model qwen2.5-coder-0.5b --mode best-of-k --k 8 --batch-size 4 \
@@ -112,6 +112,7 @@ def prediction_lines(
             "prompt_tokens": generation.prompt_tokens,
             "warnings": generation.warnings,
             "model": generation.model,
+            "engine": generator.engine,
             "decoding": decoding.as_dict(),
             "cpu": cpu.kind(),
         }
@@ -155,6 +156,14 @@ def read_questions(path: str, spider, split: str) -> dict[int, str]:
         raise SystemExit(f"--questions: {error} (ids and questions must be those of --split {split}).") from None
 
 
+def check_same_backend(done: list[dict], engine: str, path: Path) -> None:
+    """Refuse to add to predictions another backend made (llama.cpp and transformers differ)."""
+    backend = engine.split()[0]
+    for line in done:
+        if line.get("engine") and line["engine"].split()[0] != backend:
+            raise SystemExit(f"{path} holds predictions made by {line['engine']}, not {backend}; choose another --out.")
+
+
 def generate_predictions(
     model: str,
     spider,
@@ -183,6 +192,7 @@ def generate_predictions(
         return path
     originals = {e.id: e.question for e in spider.examples(split)} if questions is not None else None
     generator = load_generator(model, registry)
+    check_same_backend(done, generator.engine, path)
     with (
         open(path, "a") as handle,
         tqdm(total=len(todo), desc=f"generating ({len(done)} done before)", unit="q") as bar,
@@ -226,7 +236,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--temperature", type=float, default=None, help="best-of-k: sampling temperature (default: setting)"
     )
     parser.add_argument("--seed", type=int, default=0, help="best-of-k: base seed of the draws")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch, llama.cpp; default: their choice)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per query when scoring")
     parser.add_argument("--workers", type=int, default=2, help="scoring processes")
     return parser
@@ -250,9 +260,12 @@ def main(argv: list[str] | None = None) -> None:
 
     args = make_parser().parse_args(argv)
     if args.threads:
+        import os
+
         import torch
 
         torch.set_num_threads(args.threads)
+        os.environ["TEXT2SQL_THREADS"] = str(args.threads)
     decoding = Decoding.from_mode(args.mode, args.k, args.temperature, args.seed)
     registry, model = None, args.model
     if args.adapter:

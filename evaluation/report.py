@@ -66,6 +66,13 @@ def run_cpu(predictions: list[dict]) -> dict[str, int] | None:
     return dict(sorted(kinds.items())) or None
 
 
+def run_engine(predictions: list[dict]) -> str | None:
+    """Which backend made the predictions and how (``evaluate`` records it on every line):
+    the distinct descriptions, in order, joined by " | " (a run resumed elsewhere has two)."""
+    engines = dict.fromkeys(p["engine"] for p in predictions if p.get("engine"))
+    return " | ".join(engines) or None
+
+
 def selection_summary(predictions: list[dict]) -> dict | None:
     """Best-of-k runs: the selection rule (null for runs made before it was recorded: the vote),
     how many candidates ran, and how often the repair round was needed and worked."""
@@ -108,6 +115,7 @@ def build_metrics(items: list[dict], model: str, split: str, predictions: list[d
         "split": split,
         "decoding": run_decoding(list(predictions)),
         "cpu": run_cpu(list(predictions)),
+        "engine": run_engine(list(predictions)),
         "selection": _with_coverage(selection_summary(list(predictions)), items),
         "evaluator_version": EVALUATOR_VERSION,
     }

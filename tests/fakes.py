@@ -5,7 +5,8 @@ Queue canned outputs with ``FakeGenerator.enqueue("SELECT ...")``, or ``(text, l
 pairs for ``sample``; every prompt it receives is kept in ``FakeGenerator.history`` and each
 call in ``FakeGenerator.calls`` as ``(method, number of prompts, k)``. With an empty queue
 it answers ``SELECT 1``. ``sample`` takes k outputs per prompt from the queue, in order; an
-output queued without a log-likelihood gets ``-1 - its position among the k``.
+output queued without a log-likelihood gets ``-1 - its position among the k``. Prompts given
+to ``prefill`` (warm-ups) go to ``FakeGenerator.prefilled``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ class FakeGenerator:
     queue: deque = deque()
     history: list = []
     calls: list = []
+    prefilled: list = []
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self.origin = "fake model for tests"
+        self.engine = "fake"
         self.max_prompt_tokens = 100_000
 
     @classmethod
@@ -35,6 +38,7 @@ class FakeGenerator:
         cls.queue.clear()
         cls.history.clear()
         cls.calls.clear()
+        cls.prefilled.clear()
 
     def count_tokens(self, messages) -> int:
         return sum(len(m["content"].split()) for m in messages)
@@ -42,6 +46,9 @@ class FakeGenerator:
     def _next(self, position: int) -> tuple[str, float]:
         output = self.queue.popleft() if self.queue else "SELECT 1"
         return output if isinstance(output, tuple) else (output, -1.0 - position)
+
+    def prefill(self, messages) -> None:
+        self.prefilled.append(messages)
 
     def generate(self, prompts, **overrides) -> list[str]:
         self.history.extend(prompts)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from tests.conftest import SPIDER
 from tests.test_train import logged_losses, train
 from text2sql import engine
+from text2sql.backends import transformers as transformers_backend
 from text2sql.prompt import build_messages
 from text2sql.registry import Registry
 from text2sql.schema import Column, Schema, Table
@@ -83,7 +84,7 @@ def test_the_engine_serves_bf16_on_the_gpu_with_an_adapter(tiny_model_dir, tiny_
     prompts = [build_messages(SCHEMA, q) for q in ("How many singers?", "Oldest singer?")]
     try:
         base, tuned = engine.load_generator("base", registry), engine.load_generator("tuned", registry)
-        (loaded,) = engine._LoadedBase.cache.values()
+        (loaded,) = transformers_backend._LoadedBase.cache.values()
         assert loaded.model.device.type == "cuda" and loaded.model.dtype == torch.bfloat16
         assert base.generate(prompts) == base.generate(prompts)  # greedy is repeatable
         assert tuned.generate(prompts) != base.generate(prompts)  # the adapter is applied

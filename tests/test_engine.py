@@ -1,4 +1,5 @@
-"""The transformers backend on tiny real models: batching, adapters sharing one base, stopping.
+"""The transformers backend on tiny real models: batching, adapters sharing one base, stopping;
+the registry's choice of backend.
 
     python -m pytest tests/test_engine.py -v
 """
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from text2sql import engine
+from text2sql.backends import transformers as transformers_backend
 from text2sql.registry import Registry
 from text2sql.schema import Column, Schema, Table
 from text2sql.prompt import build_messages
@@ -83,5 +85,43 @@ def test_stopping_criterion_stops_each_row_at_the_end_of_its_sql(smollm2_tokeniz
     width = max(len(n) for n in new)
     pad = torch.tensor([tokenizer.pad_token_id])
     batch = torch.stack([torch.cat([prompt[0], n, pad.repeat(width - len(n))]) for n in new])
-    flags = engine._StopAtEndOfSQL(tokenizer, prompt_length=prompt.shape[1])(batch, None)
+    flags = transformers_backend._StopAtEndOfSQL(tokenizer, prompt_length=prompt.shape[1])(batch, None)
     assert flags.tolist() == [True, False, True, False]
+
+
+def _spec(backend: str):
+    return Registry.from_dict({"models": {"m": {"base": {"path": "."}, "backend": backend}}}).get("m")
+
+
+def test_auto_prefers_llama_cpp_on_cpu_machines_that_have_it(monkeypatch):
+    monkeypatch.delenv("TEXT2SQL_ENGINE", raising=False)
+    monkeypatch.setattr(engine, "llama_cpp_installed", lambda: True)
+    monkeypatch.setattr(engine, "nvidia_gpu_present", lambda: False)
+    assert engine.backend_for(_spec("auto")) == "llama.cpp"
+    assert engine.backend_for(_spec("transformers")) == "transformers"  # a named backend is kept
+
+
+def test_auto_falls_back_to_transformers_without_llama_cpp_or_with_a_gpu(monkeypatch):
+    monkeypatch.delenv("TEXT2SQL_ENGINE", raising=False)
+    monkeypatch.setattr(engine, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setattr(engine, "llama_cpp_installed", lambda: False)
+    assert engine.backend_for(_spec("auto")) == "transformers"
+    monkeypatch.setattr(engine, "llama_cpp_installed", lambda: True)
+    monkeypatch.setattr(engine, "nvidia_gpu_present", lambda: True)
+    assert engine.backend_for(_spec("auto")) == "transformers"
+
+
+def test_the_engine_setting_forces_the_backend_of_auto_entries(monkeypatch):
+    monkeypatch.setattr(engine, "llama_cpp_installed", lambda: True)
+    monkeypatch.setattr(engine, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setenv("TEXT2SQL_ENGINE", "transformers")
+    assert engine.backend_for(_spec("auto")) == "transformers"
+    assert engine.backend_for(_spec("llama.cpp")) == "llama.cpp"
+
+
+def test_the_packaged_default_models_choose_their_backend():
+    from text2sql.registry import Registry as Packaged
+
+    registry = Packaged.load()
+    assert registry.get().backend == "auto"
+    assert registry.get("qwen2.5-coder-0.5b-spider-transformers").backend == "transformers"

@@ -8,6 +8,8 @@ import zlib
 import pytest
 
 from text2sql import engine
+from text2sql.backends import common_prefix_length
+from text2sql.backends import transformers as transformers_backend
 from text2sql.prompt import build_messages
 from text2sql.registry import Registry
 from text2sql.schema import Column, Schema, Table
@@ -67,7 +69,7 @@ def test_a_batch_sharing_a_schema_gives_the_plain_one_at_a_time_outputs(registry
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(registry, monkeypatch):
     # A deterministic stand-in for "the SQL is complete", used by both paths, that fires at
     # different steps for different texts (the tiny model's outputs part after ~60 characters).
-    monkeypatch.setattr(engine, "sql_is_complete", lambda text: len(text) > 64 and zlib.crc32(text.encode()) % 3 == 0)
+    monkeypatch.setattr(transformers_backend, "sql_is_complete", lambda text: len(text) > 64 and zlib.crc32(text.encode()) % 3 == 0)
     generator = engine.load_generator("tiny", registry)
     prompts = [build_messages(SINGER, q) for q in QUESTIONS]
     expected = plain(generator, prompts)
@@ -108,13 +110,13 @@ def test_each_adapter_keeps_its_own_prefix_cache(registry):
 
 
 def test_the_common_prefix_leaves_every_prompt_a_token_of_its_own():
-    assert engine._common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
-    assert engine._common_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
-    assert engine._common_prefix_length([[7, 2], [1, 2]]) == 0
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert common_prefix_length([[7, 2], [1, 2]]) == 0
 
 
 def test_the_store_keeps_the_most_recent_prefixes():
-    store = engine.PrefixStore(size=2)
+    store = transformers_backend.PrefixStore(size=2)
     for ids in ([1, 2, 3], [1, 2, 4, 5], [9, 9]):
         store.add(ids, [ids])
     assert [ids for ids, _ in store.entries] == [[9, 9], [1, 2, 4, 5]]

@@ -1,4 +1,5 @@
-"""End to end on the real embedded Qwen2.5-Coder-0.5B (converted from the PyPI GGUF on first use).
+"""End to end on the real embedded Qwen2.5-Coder-0.5B (the PyPI GGUF: as it is for llama.cpp,
+the default engine here; dequantised on first use for transformers) and the shipped LoRA.
 
     python -m pytest -m slow -v
 """
@@ -42,3 +43,31 @@ def test_cli_ask_with_the_embedded_model_prints_sql_and_6():
     assert payload["rows"] == [[6]]
     assert payload["model"] == "qwen2.5-coder-0.5b-spider"
     assert payload["sql"].lower().startswith("select count(*)")
+
+
+def test_the_default_model_runs_on_llama_cpp_with_the_shipped_adapter():
+    from text2sql.engine import load_generator
+
+    generator = load_generator()
+    assert generator.engine.startswith("llama.cpp") and "Q4_K" in generator.engine
+    assert "LoRA adapter" in generator.origin
+
+
+def test_both_engines_feed_the_fine_tuned_model_the_same_tokens():
+    """The prompt, token for token: llama.cpp (GGUF tokenizer and chat template) against the
+    transformers backend (tokenizer converted from the same GGUF), on a real Spider schema."""
+    from text2sql.engine import load_generator
+    from text2sql.pipeline import Database
+    from text2sql.prompt import build_messages, build_repair_messages
+
+    schema = Database.from_file(CONCERT).schema
+    cases = [
+        build_messages(schema, "How many singers do we have?"),
+        build_messages(schema, "  Show the name and the release year of the song by the youngest singer. "),
+        build_repair_messages(schema, "How many singers?", "SELECT count(*) FROM singers", "no such table: singers"),
+    ]
+    llama = load_generator("qwen2.5-coder-0.5b-spider")
+    reference = load_generator("qwen2.5-coder-0.5b-spider-transformers")
+    assert reference.engine.startswith("transformers")
+    for messages in cases:
+        assert llama.token_ids(messages) == reference.token_ids(messages)

@@ -115,6 +115,7 @@ def cmd_run_sql(args) -> int:
 
 
 def cmd_models(args) -> int:
+    from text2sql.engine import backend_for
     from text2sql.registry import Registry
 
     registry = Registry.load(args.registry) if args.registry else Registry.load()
@@ -125,7 +126,7 @@ def cmd_models(args) -> int:
                 "name": name,
                 "default": name == registry.default,
                 "title": spec.title,
-                "backend": spec.backend,
+                "backend": backend_for(spec),  # what "auto" resolves to here
                 "base": spec.base.describe(),
                 "adapter": spec.adapter.describe() if spec.adapter else None,
             }

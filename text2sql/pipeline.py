@@ -248,6 +248,16 @@ def run_or_check(database: Database, sql: str) -> QueryResult:
     return QueryResult(columns=[], rows=[], elapsed_ms=(time.perf_counter() - started) * 1000, error=error)
 
 
+def warm_up(database: Database, model: str | None = None) -> None:
+    """Compute ``database``'s prompt prefix (system prompt + schema) with ``model`` (None: the
+    default) before the first question, which then computes only its own tokens. A schema too
+    long for the prompt is trimmed per question, so it has no common prefix to warm."""
+    generator = load_generator(model)
+    messages = build_messages(database.schema, "")
+    if generator.count_tokens(messages) < generator.max_prompt_tokens:
+        generator.prefill(messages)
+
+
 def ask(database: Database, question: str, model: str | None = None, decoding: Decoding = Decoding()) -> Answer:
     """The SQL for ``question`` (model None: the registry's default) and what it returns."""
     if not question or not question.strip():

@@ -57,6 +57,13 @@ class Settings:
     """Time limit for reading a database's schema and sample values."""
 
     # Generation.
+    engine: str = "auto"
+    """Backend of registry entries whose backend is "auto": "auto" (llama.cpp when llama-cpp-python
+    is installed and there is no NVIDIA GPU, else transformers), "llama.cpp" or "transformers"."""
+    threads: int = 0
+    """CPU threads llama.cpp computes with (0: every core this process may use)."""
+    prefix_cache_mb: int = 256
+    """llama.cpp: memory for the KV states of recently used schema prefixes (least recently used dropped first)."""
     dtype: str = "auto"
     """Weights dtype on CPU: "auto" (bf16 where the CPU has AVX512-BF16/AMX, else fp32), "bfloat16" or "float32"."""
     cpu_flags: str = ""

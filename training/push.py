@@ -1,7 +1,11 @@
 """Publish a trained adapter to the Hugging Face Hub: adapter + model card in ONE commit.
 
     python -m training.push --adapter runs/qwen2.5-coder-0.5b-cpu --repo you/qwen2.5-coder-0.5b-spider \\
-        [--metrics results/qwen2.5-coder-0.5b-spider/metrics.json] [--staging DIR]
+        [--metrics results/qwen2.5-coder-0.5b-spider/metrics.json] [--staging DIR] [--gguf-base BASE.gguf | --no-gguf]
+
+The adapter is also staged as a GGUF adapter (``adapter_model.gguf``, llama.cpp's converter:
+``text2sql.lora_gguf``) for the llama.cpp backend, made against ``--gguf-base`` (default: the
+embedded GGUF of the registry model with the adapter's base).
 
 The card (huggingface_hub ``ModelCardData``) names the real Hub base model (from
 adapter_config.json), ``library_name: peft``, the dataset, the training recipe, and the
@@ -169,9 +173,15 @@ def model_card(adapter_dir: Path, repo_id: str, metrics: dict | None = None):
     )
 
 
-def stage(adapter_dir: str | Path, staging_dir: str | Path, metrics_file: str | Path | None, repo_id: str) -> Path:
-    """A folder holding exactly what goes to the Hub: the adapter's files (weights in bf16) and
-    README.md."""
+def stage(
+    adapter_dir: str | Path,
+    staging_dir: str | Path,
+    metrics_file: str | Path | None,
+    repo_id: str,
+    gguf_base: str | Path | None = None,
+) -> Path:
+    """A folder holding exactly what goes to the Hub: the adapter's files (weights in bf16),
+    README.md, and with ``gguf_base`` (a base GGUF or Hugging Face folder) the GGUF adapter."""
     adapter_dir, staging_dir = Path(adapter_dir), Path(staging_dir)
     for required in ("adapter_config.json", "adapter_model.safetensors"):
         if not (adapter_dir / required).is_file():
@@ -183,6 +193,10 @@ def stage(adapter_dir: str | Path, staging_dir: str | Path, metrics_file: str | 
         if (adapter_dir / name).is_file():
             shutil.copy2(adapter_dir / name, staging_dir / name)
     save_as_bf16(staging_dir / "adapter_model.safetensors")
+    if gguf_base:
+        from text2sql.lora_gguf import GGUF_NAME, convert
+
+        convert(staging_dir, Path(gguf_base), staging_dir / GGUF_NAME)
     if (adapter_dir / "loss_curve.json").is_file():
         plot_loss_curve(json.loads((adapter_dir / "loss_curve.json").read_text()), staging_dir / LOSS_PLOT)
     metrics = json.loads(Path(metrics_file).read_text()) if metrics_file else None
@@ -254,14 +268,30 @@ def publish(staging_dir: str | Path, repo_id: str, token: str | None = None) -> 
     return commit.commit_url
 
 
+def default_gguf_base(adapter_dir: Path) -> Path:
+    """The embedded GGUF of the registry model whose base the adapter was trained on."""
+    from text2sql.embedded import embedded_gguf
+    from text2sql.registry import default_registry
+
+    base = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    for spec in default_registry().models.values():
+        if spec.base.repo_id == base and spec.base.embedded:
+            return embedded_gguf(spec.base.embedded)
+    raise SystemExit(f"No registry model has an embedded GGUF of {base}: give --gguf-base, or --no-gguf.")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", required=True, help="output_dir of a training run")
     parser.add_argument("--repo", required=True, help="Hub repo id, e.g. you/qwen2.5-coder-0.5b-spider")
     parser.add_argument("--metrics", default=None, help="evaluation metrics.json for the card's results")
     parser.add_argument("--staging", default=None, help="staging folder (default: <adapter>/hub)")
+    parser.add_argument("--gguf-base", default=None, help="base GGUF (or HF folder) for the GGUF adapter")
+    parser.add_argument("--no-gguf", action="store_true", help="don't stage a GGUF adapter")
     options = parser.parse_args(argv)
-    staging = stage(options.adapter, options.staging or Path(options.adapter) / "hub", options.metrics, options.repo)
+    gguf_base = None if options.no_gguf else options.gguf_base or default_gguf_base(Path(options.adapter))
+    staging = stage(options.adapter, options.staging or Path(options.adapter) / "hub", options.metrics, options.repo,
+                    gguf_base)
     publish(staging, options.repo)
 
 

@@ -90,12 +90,14 @@ class Handlers:
         return gr.update(visible=kind == EXAMPLE), gr.update(visible=kind == UPLOAD), gr.update(visible=kind == PASTE)
 
     def show_schema(self, kind, example, upload, text, workspace):
-        """(workspace, summary, DDL): what the model will see. Problems are shown in the summary."""
+        """(workspace, summary, DDL): what the model will see, whose prompt prefix the default
+        model starts computing at once (``Service.warm_up``). Problems are shown in the summary."""
         workspace = self._workspace(workspace)
         try:
             database = self._open(workspace, kind, example, upload, text)
         except Text2SQLError as error:
             return workspace, f"❌ {plain(error)}", ""
+        self.service.warm_up(database)
         return workspace, schema_summary(database), database.schema.to_ddl()
 
     def generate(self, kind, example, upload, text, question, model, workspace, mode=GREEDY,

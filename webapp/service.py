@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from text2sql.engine import load_generator
 from text2sql.errors import Text2SQLError
-from text2sql.pipeline import Database, Generation, answer_batch, generate_sql_batch, run_or_check
+from text2sql.pipeline import Database, Generation, answer_batch, generate_sql_batch, run_or_check, warm_up
 from text2sql.registry import default_registry
 from text2sql.sandbox import QueryResult
 from text2sql.selection import Decoding
@@ -119,6 +119,20 @@ class Service:
             return generate_sql_batch(generator, database.schema, [question])[0]
         progress(0.5, desc=f"{name} is writing {decoding.k} candidates and checking them…")
         return answer_batch(generator, database, [question], decoding)[0].generation
+
+    def warm_up(self, database: Database, model: str | None = None) -> threading.Thread:
+        """Start computing ``database``'s prompt prefix with ``model`` (None: the default) in the
+        background, while the visitor types, so the first question is answered warm."""
+        thread = threading.Thread(target=self._warm_up, args=(database, model), daemon=True, name="prefill")
+        thread.start()
+        return thread
+
+    @staticmethod
+    def _warm_up(database: Database, model: str | None) -> None:
+        try:
+            warm_up(database, model or None)
+        except Text2SQLError:  # the model can't load: the question will say so
+            pass
 
     def load(self, model: str | None = None):
         """The model's generator (loaded once per process), noting where its weights came from."""

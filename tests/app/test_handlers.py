@@ -344,3 +344,15 @@ def test_the_generation_limit_makes_the_next_request_wait():
         assert not done.wait(0.3)
     assert done.wait(5)
     waiter.join()
+
+
+def test_choosing_a_database_warms_its_prompt_prefix_for_the_default_model(handlers, fake_models, upload):
+    from text2sql.pipeline import Database
+    from text2sql.prompt import build_messages
+
+    handlers.show_schema(UPLOAD, None, str(upload), "", None)
+    for thread in threading.enumerate():
+        if thread.name == "prefill":  # Service.warm_up's background thread
+            thread.join()
+    assert fake_models.prefilled == [build_messages(Database.from_file(upload).schema, "")]
+    assert fake_models.calls == []  # no question was answered

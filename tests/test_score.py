@@ -29,6 +29,7 @@ METRIC_KEYS = {
     "split",
     "decoding",
     "cpu",
+    "engine",
     "selection",
     "evaluator_version",
 }

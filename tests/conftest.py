@@ -157,6 +157,57 @@ def tiny_adapter_dirs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     return folders
 
 
+SERVER_KEY_ENV = "TEXT2SQL_TEST_SERVER_KEY"
+LLAMA_CPP_SAMPLING = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
+"""What llama-cpp-python's server needs to draw from the plain softmax, as in-process (serving/models.yaml)."""
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(tmp_path_factory):
+    """A real OpenAI-compatible server on loopback: llama-cpp-python's, started by
+    ``text2sql.llama_server`` for the packaged ``smollm2-135m`` entry (its GGUF), one thread,
+    requiring an API key; yields its base URL. The key is in ``SERVER_KEY_ENV``."""
+    import secrets
+
+    from text2sql.llama_server import running
+
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SERVER_KEY_ENV, secrets.token_hex(16))
+        with running("smollm2-135m", threads=1, api_key_env=SERVER_KEY_ENV, log=log) as base_url:
+            yield base_url
+
+
+def served_smollm2(base_url: str, max_new_tokens: int = 32, **endpoint) -> dict:
+    """A registry entry (backend openai) for the SmolLM2 server; ``endpoint`` overrides its keys."""
+    return {
+        "title": "SmolLM2 behind llama-cpp-python's server",
+        "backend": "openai",
+        "base": {"repo_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "12fd25f77366fa6b3b4b768ec3050bf629380bac",
+                 "embedded": "smollm2-135m-instruct"},
+        "generation": {"max_new_tokens": max_new_tokens},
+        "endpoint": {"base_url": base_url, "model": "smollm2-135m", "api_key_env": SERVER_KEY_ENV,
+                     "extra_body": LLAMA_CPP_SAMPLING, **endpoint},
+    }
+
+
+@pytest.fixture
+def served_registry(tmp_path, monkeypatch, smollm2_server) -> Path:
+    """The default registry (TEXT2SQL_REGISTRY) with one model, ``served``: SmolLM2 behind the server."""
+    import yaml
+
+    from text2sql import registry as registry_module
+
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump({"default": "served", "models": {"served": served_smollm2(smollm2_server)}}))
+    monkeypatch.setenv("TEXT2SQL_REGISTRY", str(path))
+    registry_module.default_registry.cache_clear()
+    engine.unload_all()
+    yield path
+    engine.unload_all()
+    registry_module.default_registry.cache_clear()
+
+
 def pytest_report_header(config):
     import sqlglot
     import torch

@@ -8,6 +8,8 @@ A backend is a factory ``ModelSpec -> SQLGenerator``; each lives in a module of 
   database, best-of-k as one multi-sequence batch. The CPU engine.
 - ``transformers`` (``text2sql.backends.transformers``): safetensors (or the embedded GGUF
   dequantised), peft adapters; training-time checks and CUDA.
+- ``openai`` (``text2sql.backends.openai``): a model behind an OpenAI-compatible HTTP server
+  (vLLM, TGI, llama.cpp's server, Ollama); the entry's ``endpoint`` says where.
 - ``auto``: llama.cpp when ``llama-cpp-python`` is installed and no NVIDIA GPU is present,
   else transformers (``TEXT2SQL_ENGINE`` forces one). The packaged registry's default
   entries use it.
@@ -176,5 +178,12 @@ def _unload_llama_cpp() -> None:
         sys.modules["text2sql.backends.llamacpp"].unload()
 
 
+def _openai(spec: ModelSpec) -> SQLGenerator:
+    from text2sql.backends.openai import OpenAIGenerator
+
+    return OpenAIGenerator(spec)
+
+
 register_backend("transformers", _transformers, _unload_transformers)
 register_backend("llama.cpp", _llama_cpp, _unload_llama_cpp)
+register_backend("openai", _openai)

@@ -62,6 +62,9 @@ class ModelSpec:
     title: str = ""
     description: str = ""
     generation: dict = dataclasses.field(default_factory=dict)
+    endpoint: dict = dataclasses.field(default_factory=dict)
+    """Backend ``openai`` only: the server that runs the model (``text2sql.backends.openai``);
+    ``base`` and ``adapter`` then say what it serves."""
     registry_dir: Path = Path(".")
     """Folder of the registry file: relative ``path``s are resolved against it."""
 

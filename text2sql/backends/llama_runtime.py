@@ -91,10 +91,12 @@ def _check(result: int, what: str) -> None:
 class LlamaModel:
     """One GGUF model in memory (memory-mapped), shared by every context that uses it."""
 
-    def __init__(self, path: Path, flags: set[str] | None = None):
+    def __init__(self, path: Path, flags: set[str] | None = None, vocab_only: bool = False):
+        """``vocab_only``: the tokenizer and metadata without the weights (counting tokens)."""
         lib = load_library()
         params = lib.llama_model_default_params()
         params.use_extra_bufts = use_extra_buffers(cpu.cpu_flags() if flags is None else flags)
+        params.vocab_only = vocab_only
         self.lib, self.path = lib, path
         self.pointer = lib.llama_model_load_from_file(str(path).encode(), params)
         if not self.pointer:

@@ -12,6 +12,11 @@ id of its first question), checks and runs them in the sandbox, and keeps the on
 selection rule picks among their results (``text2sql.selection.select``); a question whose
 candidates all fail gets one repair round.
 
+``--concurrency N`` (models behind a server, ``backend: openai``) answers N batches at once:
+the server batches the requests (vLLM, TGI) or queues them (llama.cpp's servers). Lines are
+written in the same order as without it, so the file and resuming are the same; ``latency_ms``
+then includes time waiting at the server. In-process engines batch instead (``--batch-size``).
+
 ``--questions FILE`` (JSON lines ``{"id", "db_id", "question", "reworded"}``, checked by
 ``text2sql.spider.read_rewordings``) asks the file's questions in its wording instead of
 Spider's (only those ids); each line then also keeps ``original_question``, and a rerun into
@@ -31,6 +36,8 @@ chart.png next to it; metrics.json names the engine (backend, weights, CPU backe
     nice -n 10 python -m evaluation.evaluate --model qwen2.5-coder-0.5b --mode best-of-k --k 8 --batch-size 4 \
         --out results/qwen2.5-coder-0.5b-base-bestof8
     python -m evaluation.evaluate --model smollm2-135m --limit 20 --out /tmp/smoke
+    TEXT2SQL_REGISTRY=serving/vllm/models.yaml python -m evaluation.evaluate --model qwen2.5-coder-0.5b-spider-vllm \
+        --batch-size 1 --concurrency 8 --out results/qwen2.5-coder-0.5b-spider-vllm
     nice -n 10 python -m evaluation.evaluate --model qwen2.5-coder-0.5b --split train \
         --questions evaluation/robustness/train_held_out_reworded.jsonl --out results/robustness/qwen2.5-coder-0.5b-base
 """
@@ -175,11 +182,15 @@ def generate_predictions(
     databases: set[str] | None = None,
     questions: dict[int, str] | None = None,
     registry=None,
+    concurrency: int = 1,
 ) -> Path:
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     from evaluation.score import read_predictions
-    from text2sql.engine import load_generator
+    from text2sql.engine import backend_for, load_generator
+    from text2sql.registry import default_registry
 
     path = out / "predictions.jsonl"
     done = read_predictions(path) if path.exists() else []
@@ -191,17 +202,29 @@ def generate_predictions(
     if not todo:
         return path
     originals = {e.id: e.question for e in spider.examples(split)} if questions is not None else None
+    if concurrency > 1 and backend_for((registry or default_registry()).get(model)) != "openai":
+        raise SystemExit("--concurrency is for models behind a server (backend openai); in-process engines batch: --batch-size.")
     generator = load_generator(model, registry)
     check_same_backend(done, generator.engine, path)
-    with (
-        open(path, "a") as handle,
-        tqdm(total=len(todo), desc=f"generating ({len(done)} done before)", unit="q") as bar,
-    ):
-        for batch in batches(todo, batch_size):
-            lines = prediction_lines(generator, spider, batch, decoding, originals)
-            handle.writelines(json.dumps(line) + "\n" for line in lines)
-            handle.flush()
-            bar.update(len(batch))
+    todo_batches = list(batches(todo, batch_size))
+
+    def answer(batch: list) -> list[dict]:
+        return prediction_lines(generator, spider, batch, decoding, originals)
+
+    pool = ThreadPoolExecutor(max_workers=concurrency) if concurrency > 1 else None
+    try:
+        answered = pool.map(answer, todo_batches) if pool else map(answer, todo_batches)
+        with (
+            open(path, "a") as handle,
+            tqdm(total=len(todo), desc=f"generating ({len(done)} done before)", unit="q") as bar,
+        ):
+            for batch, lines in zip(todo_batches, answered):  # in order, as they finish
+                handle.writelines(json.dumps(line) + "\n" for line in lines)
+                handle.flush()
+                bar.update(len(batch))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)  # an interrupted run stops asking
     return path
 
 
@@ -230,6 +253,10 @@ def make_parser() -> argparse.ArgumentParser:
         "--spider", default=None, help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)"
     )
     parser.add_argument("--batch-size", type=int, default=16, help="questions per generate call (one database each)")
+    parser.add_argument(
+        "--concurrency", type=int, default=1,
+        help="models behind a server (backend openai): batches answered at once (default 1)",
+    )
     parser.add_argument("--mode", choices=MODES, default=GREEDY, help="greedy, or best-of-k (text2sql.selection)")
     parser.add_argument("--k", type=int, default=None, help="best-of-k: candidates per question (default: setting best_of_k)")
     parser.add_argument(
@@ -275,8 +302,11 @@ def main(argv: list[str] | None = None) -> None:
     spider = Spider(args.spider)
     databases = parse_databases(spider, args.databases)
     questions = read_questions(args.questions, spider, args.split) if args.questions else None
+    if args.concurrency < 1:
+        raise SystemExit("--concurrency must be at least 1.")
     path = generate_predictions(
-        model, spider, args.split, out, args.limit, args.batch_size, decoding, databases, questions, registry
+        model, spider, args.split, out, args.limit, args.batch_size, decoding, databases, questions, registry,
+        args.concurrency,
     )
     metrics = score_to_folder(path, out, args.spider, args.split, model, args.timeout, args.workers)
     print(f"{model}: n = {metrics['n']}  EX {100 * metrics['ex']:.1f}%  EM {100 * metrics['em']:.1f}%  -> {out}")

@@ -2,6 +2,7 @@
 
     python space_config/deploy.py --space USER/NAME --dry-run     # build + check only
     python space_config/deploy.py --space USER/NAME               # ... and upload (needs HF_TOKEN or `hf auth login`)
+    python space_config/deploy.py --space USER/NAME --registry serving/vllm/models.yaml   # models behind a server (serving/README.md)
 
 The Space is: this folder's README.md (front matter) and requirements.txt, app.py, the
 webapp/ and text2sql/ packages, examples/ (SQL only: the app builds the databases) and
@@ -34,8 +35,8 @@ NOT_FOR_THE_SPACE = {"trl", "datasets", "evaluate", "unsloth", "bitsandbytes", "
 MAX_SHORT_DESCRIPTION = 60
 
 
-def assemble(out_dir: Path) -> Path:
-    """Copy the Space's files into ``out_dir`` (emptied first)."""
+def assemble(out_dir: Path, registry: Path = HERE / "models.yaml") -> Path:
+    """Copy the Space's files into ``out_dir`` (emptied first), with ``registry`` as its text2sql/models.yaml."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
@@ -47,7 +48,7 @@ def assemble(out_dir: Path) -> Path:
             shutil.copy2(source, out_dir / name)
     shutil.copy2(HERE / "README.md", out_dir / "README.md")
     shutil.copy2(HERE / "requirements.txt", out_dir / "requirements.txt")
-    shutil.copy2(HERE / "models.yaml", out_dir / "text2sql" / "models.yaml")
+    shutil.copy2(registry, out_dir / "text2sql" / "models.yaml")
     for metrics in ROOT.glob("results/*/metrics.json"):  # the leaderboard (small files)
         target = out_dir / metrics.relative_to(ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -140,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="build and check the folder, upload nothing")
     parser.add_argument("--out", type=Path, help="where to build the folder (default: a temporary one)")
     parser.add_argument("--private", action="store_true", help="create the Space private")
+    parser.add_argument("--registry", type=Path, default=HERE / "models.yaml",
+                        help="the Space's model registry (default: this folder's; serving/*/models.yaml: models behind a server)")
     args = parser.parse_args(argv)
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", args.space):
         parser.error(f"--space must look like USER/NAME, not {args.space!r}")
 
-    folder = assemble(args.out or Path(tempfile.mkdtemp(prefix="text2sql-space-")) / "space")
+    folder = assemble(args.out or Path(tempfile.mkdtemp(prefix="text2sql-space-")) / "space", args.registry)
     problems = check(folder)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import SERVER_KEY_ENV, build_db, served_smollm2
+from tests.conftest import SERVER_KEY_ENV, SPIDER, build_db, served_smollm2
 from tests.test_llamacpp import NOISE, PROMPTS, QUESTIONS, SINGER, forced_logits
 from text2sql import engine
 from text2sql.backends.openai import read_stream
@@ -200,7 +200,6 @@ def test_without_a_tokenizer_the_estimate_is_at_or_above_the_true_count(registry
     """A base named only by a Hub repo that isn't cached (offline): Spider's prompts, one per
     dev database, estimated at or above SmolLM2's count (its tokenizer needs more tokens than
     Qwen's), and not wildly above."""
-    from tests.conftest import SPIDER
     from text2sql.spider import Spider
 
     local = engine.load_generator("local", registry)
@@ -318,3 +317,43 @@ def test_bad_endpoint_entries_are_refused_clearly(smollm2_server):
             **served_smollm2(smollm2_server)["endpoint"], **endpoint}}}})
         with pytest.raises(ModelUnavailableError, match=message):
             engine.load_generator("variant", bad)
+
+
+@pytest.mark.parametrize("flags, extra_buffers", [("avx2,avx512f,avx512_bf16", True), ("avx512f,amx_tile,amx_int8", False)])
+def test_the_server_loads_models_as_the_llama_cpp_backend_does_on_each_cpu_kind(monkeypatch, flags, extra_buffers):
+    """text2sql.llama_server: llama.cpp's extra weight buffers everywhere but on AMX CPUs."""
+    import llama_cpp.llama_cpp as bindings
+
+    from text2sql.llama_server import prepare_llama_cpp
+
+    prepare_llama_cpp()
+    monkeypatch.setenv("TEXT2SQL_CPU_FLAGS", flags)
+    assert bindings.llama_model_default_params().use_extra_bufts is extra_buffers
+
+
+@pytest.mark.skipif(not (SPIDER / "dev.json").is_file(), reason="Spider data not found")
+def test_evaluate_asks_a_server_several_questions_at_once_in_the_same_format(served_registry, tmp_path):
+    """--concurrency 3: the lines of a one-at-a-time run, in the same order, each naming the
+    server; an interrupted run resumes; in-process engines are refused."""
+    from evaluation import evaluate
+    from text2sql.spider import Spider
+
+    def run(out: str, limit: int, *more: str) -> list[dict]:
+        evaluate.main(["--model", "served", "--spider", str(SPIDER), "--out", str(tmp_path / out), "--batch-size", "1",
+                       "--workers", "1", "--limit", str(limit), *more])
+        return [json.loads(line) for line in (tmp_path / out / "predictions.jsonl").read_text().splitlines()]
+
+    one = run("one", 5)
+    run("three", 3, "--concurrency", "3")
+    with open(tmp_path / "three" / "predictions.jsonl", "a") as handle:
+        handle.write('{"id": 3, "db_id": "conc')  # cut short by an interruption
+    three = run("three", 5, "--concurrency", "3")
+    assert [p["id"] for p in three] == [p["id"] for p in one] == [0, 1, 2, 3, 4]
+    for alone, together in zip(one, three):
+        assert set(alone) == set(together) and alone["engine"] == together["engine"]
+        assert together["engine"].startswith("openai") and together["model"] == "served"
+    in_process = Registry.from_dict({"models": {"local": {"backend": "llama.cpp", "base": {"embedded": "smollm2-135m-instruct"}}}})
+    (tmp_path / "local").mkdir()
+    with pytest.raises(SystemExit, match="--concurrency is for models behind a server"):
+        evaluate.generate_predictions("local", Spider(SPIDER), "dev", tmp_path / "local", 2, 1, registry=in_process,
+                                      concurrency=2)

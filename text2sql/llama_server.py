@@ -3,7 +3,8 @@ server (``llama_cpp.server``) with the GGUF and LoRA adapter the llama.cpp backe
 (the embedded Q4_K_M Qwen, our adapter converted by ``text2sql.lora_gguf``).
 
     python -m text2sql.llama_server qwen2.5-coder-0.5b-spider --port 8080
-    TEXT2SQL_SERVER_KEY=... python -m text2sql.llama_server qwen2.5-coder-0.5b-spider --api-key-env TEXT2SQL_SERVER_KEY
+    TEXT2SQL_LLAMACPP_API_KEY=... python -m text2sql.llama_server qwen2.5-coder-0.5b-spider --api-key-env TEXT2SQL_LLAMACPP_API_KEY
+    python -m text2sql.llama_server qwen2.5-coder-0.5b-spider --export serving/ollama   # the two GGUFs, for Ollama
 
 then a registry entry with ``backend: openai`` and ``endpoint: {base_url:
 http://127.0.0.1:8080/v1, model: qwen2.5-coder-0.5b-spider}`` asks it (``serving/models.yaml``).
@@ -46,6 +47,24 @@ def model_files(spec: ModelSpec) -> tuple[Path, Path | None]:
 
     base, _ = base_gguf(spec)
     return base, adapter_gguf(spec, base)[0] if spec.adapter else None
+
+
+EXPORTED = ("model.gguf", "adapter.gguf")
+"""The names ``--export`` gives the base GGUF and the GGUF adapter (serving/ollama/Modelfile reads them)."""
+
+
+def export(spec: ModelSpec, folder: Path) -> list[Path]:
+    """Links in ``folder`` to the entry's base GGUF and GGUF adapter (``EXPORTED``), for a
+    server that takes files (Ollama)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, target in zip(EXPORTED, model_files(spec)):
+        if target is not None:
+            link = folder / name
+            link.unlink(missing_ok=True)
+            link.symlink_to(target.resolve())
+            written.append(link)
+    return written
 
 
 def prepare_llama_cpp() -> None:
@@ -141,10 +160,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core this process may use)")
     parser.add_argument("--api-key-env", default=None, help="require the API key held in this environment variable")
     parser.add_argument("--no-logprobs", action="store_true", help="skip per-token logits (greedy-only serving)")
+    parser.add_argument("--export", type=Path, metavar="DIR", help="instead: link the GGUF files into DIR (for Ollama)")
     args = parser.parse_args(argv)
+    spec = (Registry.load(args.registry) if args.registry else default_registry()).get(args.model)
+    if args.export:
+        for link in export(spec, args.export):
+            print(f"{link} -> {link.resolve()}")
+        return
     import uvicorn
 
-    spec = (Registry.load(args.registry) if args.registry else default_registry()).get(args.model)
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env) or parser.error(f"the environment variable {args.api_key_env} is not set")

@@ -166,7 +166,8 @@ LLAMA_CPP_SAMPLING = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 
 def smollm2_server(tmp_path_factory):
     """A real OpenAI-compatible server on loopback: llama-cpp-python's, started by
     ``text2sql.llama_server`` for the packaged ``smollm2-135m`` entry (its GGUF), one thread,
-    requiring an API key; yields its base URL. The key is in ``SERVER_KEY_ENV``."""
+    with per-token log-probabilities, requiring an API key; yields its base URL. The key is in
+    ``SERVER_KEY_ENV``."""
     import secrets
 
     from text2sql.llama_server import running
@@ -174,7 +175,7 @@ def smollm2_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(SERVER_KEY_ENV, secrets.token_hex(16))
-        with running("smollm2-135m", threads=1, api_key_env=SERVER_KEY_ENV, log=log) as base_url:
+        with running("smollm2-135m", threads=1, api_key_env=SERVER_KEY_ENV, logprobs=True, log=log) as base_url:
             yield base_url
 
 

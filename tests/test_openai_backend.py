@@ -8,10 +8,15 @@ one that never answers, 429/503 from a proxy in front of the real server, a wron
 """
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -44,8 +49,6 @@ def entry(base_url: str, max_new_tokens: int = 32, **endpoint) -> Registry:
 
 def raw_completion(base_url: str, messages, **body) -> dict:
     """The server's own answer, not streamed and not stopped by us."""
-    import os
-
     response = httpx.post(f"{base_url}/chat/completions", json={"model": "smollm2-135m", "messages": messages, **body},
                           headers={"Authorization": f"Bearer {os.environ[SERVER_KEY_ENV]}"}, timeout=120)
     response.raise_for_status()
@@ -228,6 +231,37 @@ def test_a_server_that_is_down_is_named_soon(registry):
     assert time.monotonic() - started < 5
 
 
+def process_state(pid: int) -> str | None:
+    """'R', 'S', 'Z' (ended, not yet reaped)... or None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_server_ends_when_the_process_that_started_it_is_killed():
+    """``running`` starts its server with ``stop_with_parent``: a test run killed outright (no
+    clean-up) leaves no server behind. Here the child is ``sleep``, the parent killed by SIGKILL."""
+    code = ("import subprocess, time; from text2sql.llama_server import stop_with_parent; "
+            "child = subprocess.Popen(['sleep', '120'], preexec_fn=stop_with_parent()); "
+            "print(child.pid, flush=True); time.sleep(120)")  # fmt: skip
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    child = int(parent.stdout.readline())
+    try:
+        assert process_state(child) in ("S", "R")
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while process_state(child) not in (None, "Z") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process_state(child) in (None, "Z")
+    finally:
+        if process_state(child) not in (None, "Z"):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_a_server_that_never_answers_times_out():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -292,8 +326,6 @@ def test_429_and_5xx_are_retried_with_backoff_and_retry_after(registry, smollm2_
 
 
 def test_a_refusal_is_not_retried_and_the_key_never_shows(registry, smollm2_server, monkeypatch):
-    import os
-
     key = os.environ[SERVER_KEY_ENV]
     monkeypatch.setenv("TEXT2SQL_OTHER_KEY", "wrong-key")
     generator = engine.load_generator("variant", entry(smollm2_server, api_key_env="TEXT2SQL_OTHER_KEY", backoff_s=5))

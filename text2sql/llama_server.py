@@ -12,9 +12,12 @@ http://127.0.0.1:8080/v1, model: qwen2.5-coder-0.5b-spider}`` asks it (``serving
 What this adds to ``python -m llama_cpp.server``: the CPU backend that fits this CPU is loaded
 first (our build keeps one per CPU kind beside the library, ``docs/engine.md``), without
 llama.cpp's extra weight buffers on AMX CPUs as in-process; concurrent requests queue instead
-of cutting each other's streams short (llama-cpp-python's default ``interrupt_requests``);
-per-token logits are kept so best-of-k gets log-probabilities (``--no-logprobs`` skips that
-work for greedy-only serving). llama-cpp-python's server answers one request at a time.
+of cutting each other's streams short (llama-cpp-python's default ``interrupt_requests``).
+``--logprobs`` keeps every position's logits so answers carry per-token log-probabilities
+(best-of-k's tie-breaks); llama-cpp-python needs that for them, and it made each request
+about 10x slower here (SmolLM2, a 670-token prompt: 13 s instead of 1.1 s), so it is off by
+default and the registry entry says ``logprobs: false``. llama-cpp-python's server answers
+one request at a time.
 
 ``running(...)`` starts one in a subprocess on a free loopback port, for tests and benchmarks.
 """
@@ -28,7 +31,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -89,7 +92,7 @@ def prepare_llama_cpp() -> None:
     bindings.llama_model_default_params = model_params  # llama_cpp.Llama reads its defaults from here
 
 
-def make_app(spec: ModelSpec, threads: int, logprobs: bool = True, api_key: str | None = None):
+def make_app(spec: ModelSpec, threads: int, logprobs: bool = False, api_key: str | None = None):
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
@@ -111,7 +114,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running(
     model: str, registry: str | os.PathLike | None = None, *, threads: int = 0, api_key_env: str | None = None,
-    logprobs: bool = True, start_timeout_s: float = 300.0, log: Path | None = None,
+    logprobs: bool = False, start_timeout_s: float = 300.0, log: Path | None = None,
 ) -> Iterator[str]:
     """A server for registry entry ``model`` in a subprocess on a free loopback port; yields its
     base URL (``http://127.0.0.1:PORT/v1``) once it answers, and stops it afterwards."""
@@ -119,9 +122,9 @@ def running(
     command = [sys.executable, "-m", "text2sql.llama_server", model, "--port", str(port), "--threads", str(threads)]
     command += ["--registry", str(registry)] if registry else []
     command += ["--api-key-env", api_key_env] if api_key_env else []
-    command += [] if logprobs else ["--no-logprobs"]
+    command += ["--logprobs"] if logprobs else []
     output = open(log, "ab") if log else subprocess.DEVNULL
-    server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=stop_with_parent())
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         _wait_until_up(server, base_url, start_timeout_s)
@@ -135,6 +138,27 @@ def running(
             server.wait()
         if log:
             output.close()
+
+
+def stop_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for ``Popen``: the child gets SIGTERM when the thread that started it
+    ends, even by a signal that skips ``running``'s clean-up (a killed test run), so no server
+    is left behind. Linux only (``prctl(PR_SET_PDEATHSIG)``), None elsewhere. libc's ``prctl`` is
+    looked up here, before the fork; the child only calls it."""
+    if sys.platform != "linux":
+        return None
+    import ctypes
+    import signal
+
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+    PR_SET_PDEATHSIG = 1
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the call: no signal will come
+            os._exit(1)
+
+    return die_with_parent
 
 
 def _wait_until_up(server: subprocess.Popen, base_url: str, timeout_s: float) -> None:
@@ -159,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core this process may use)")
     parser.add_argument("--api-key-env", default=None, help="require the API key held in this environment variable")
-    parser.add_argument("--no-logprobs", action="store_true", help="skip per-token logits (greedy-only serving)")
+    parser.add_argument("--logprobs", action="store_true", help="per-token log-probabilities (every position's logits: slow)")
     parser.add_argument("--export", type=Path, metavar="DIR", help="instead: link the GGUF files into DIR (for Ollama)")
     args = parser.parse_args(argv)
     spec = (Registry.load(args.registry) if args.registry else default_registry()).get(args.model)
@@ -173,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env) or parser.error(f"the environment variable {args.api_key_env} is not set")
     threads = args.threads or len(os.sched_getaffinity(0))
-    app = make_app(spec, threads, logprobs=not args.no_logprobs, api_key=api_key)
+    app = make_app(spec, threads, logprobs=args.logprobs, api_key=api_key)
     print(f"serving {spec.name} at http://{args.host}:{args.port}/v1 ({threads} threads)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

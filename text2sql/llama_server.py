@@ -14,10 +14,10 @@ first (our build keeps one per CPU kind beside the library, ``docs/engine.md``),
 llama.cpp's extra weight buffers on AMX CPUs as in-process; concurrent requests queue instead
 of cutting each other's streams short (llama-cpp-python's default ``interrupt_requests``).
 ``--logprobs`` keeps every position's logits so answers carry per-token log-probabilities
-(best-of-k's tie-breaks); llama-cpp-python needs that for them, and it made each request
-about 10x slower here (SmolLM2, a 670-token prompt: 13 s instead of 1.1 s), so it is off by
-default and the registry entry says ``logprobs: false``. llama-cpp-python's server answers
-one request at a time.
+(best-of-k's tie-breaks); llama-cpp-python needs that for them: a vocabulary's worth of floats
+for every prompt token (a 670-token prompt: ~130 MB for SmolLM2, ~400 MB for Qwen's 152k
+entries), which greedy serving doesn't need, so it is off by default and the registry entry
+says ``logprobs: false``. llama-cpp-python's server answers one request at a time.
 
 ``running(...)`` starts one in a subprocess on a free loopback port, for tests and benchmarks.
 """
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core this process may use)")
     parser.add_argument("--api-key-env", default=None, help="require the API key held in this environment variable")
-    parser.add_argument("--logprobs", action="store_true", help="per-token log-probabilities (every position's logits: slow)")
+    parser.add_argument("--logprobs", action="store_true", help="per-token log-probabilities (keeps every position's logits)")
     parser.add_argument("--export", type=Path, metavar="DIR", help="instead: link the GGUF files into DIR (for Ollama)")
     args = parser.parse_args(argv)
     spec = (Registry.load(args.registry) if args.registry else default_registry()).get(args.model)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from pathlib import Path
 
 from text2sql import cpu
@@ -141,15 +142,19 @@ def load_model_and_tokenizer(model_args, backend: Backend, max_length: int, seed
     model_args.bnb_4bit_quant_type = "nf4"
     model_args.use_bnb_nested_quant = True
     quantization = get_quantization_config(model_args)
+    device_map, dtype = None, getattr(torch, model_args.dtype)
     if quantization is not None:
         quantization.bnb_4bit_compute_dtype = torch.bfloat16
+        device_map, storage = quantized_placement(backend.device)
+        if storage is not None:
+            quantization.bnb_4bit_quant_storage = dtype = storage
     model = AutoModelForCausalLM.from_pretrained(
         path,
         revision=None if hub_id is None or path != hub_id else model_args.model_revision,
-        dtype=getattr(torch, model_args.dtype),
+        dtype=dtype,
         attn_implementation=model_args.attn_implementation or "sdpa",
         quantization_config=quantization,
-        device_map=backend.device if quantization is not None else None,
+        device_map=device_map,
     )
     if quantization is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -163,6 +168,29 @@ def load_model_and_tokenizer(model_args, backend: Backend, max_length: int, seed
     if peft_config.target_modules in (None, {"all-linear"}):
         peft_config.target_modules = "all-linear"  # peft's keyword is a string, never in a list
     return model, tokenizer, peft_config
+
+
+def sharded_training() -> bool:
+    """True under ``accelerate launch`` with FSDP or DeepSpeed ZeRO-3 (training/accelerate/):
+    the model's weights are split between processes."""
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    zero3 = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    return fsdp or zero3
+
+
+def quantized_placement(device: str):
+    """(device_map, bnb_4bit_quant_storage or None) for a 4-bit model in this process. Sharded
+    (FSDP, ZeRO-3): no device map, the sharding places the weights, and the 4-bit values are
+    stored as bf16 words, which it can split (it shards only float tensors; PEFT's FSDP/ZeRO-3
+    QLoRA recipe). Otherwise the whole model on this process's device: under DDP each process
+    has its own GPU, its local rank (``cuda`` alone would put every copy on GPU 0)."""
+    import torch
+
+    if sharded_training():
+        return None, torch.bfloat16
+    if device == "cuda":
+        return {"": int(os.environ.get("LOCAL_RANK", "0"))}, None
+    return device, None
 
 
 def keep_4bit_training_layout(model) -> int:

@@ -85,7 +85,7 @@ class Milestones(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         checkpoint = self.output_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        if not checkpoint.is_dir():
+        if not state.is_world_process_zero or not checkpoint.is_dir():  # several processes: the main one writes
             return
         (checkpoint / FINGERPRINT).write_text(self.fingerprint + "\n")
         if self.milestone_dir is not None and self.every and state.global_step % self.every == 0:

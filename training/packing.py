@@ -184,16 +184,18 @@ class PrefixPackCollator:
 # Loss on label positions only
 
 
-def packed_loss(model, batch: dict[str, torch.Tensor], num_items_in_batch=None) -> tuple[torch.Tensor, dict]:
+def packed_loss(model, batch: dict[str, torch.Tensor], num_items_in_batch=None, unwrapped=None) -> tuple[torch.Tensor, dict]:
     """Summed next-token cross-entropy over label tokens / ``num_items_in_batch`` (their
-    count when None): trl's SFT loss. The LM head sees only positions that predict a label."""
+    count when None): trl's SFT loss. The LM head sees only positions that predict a label.
+    ``unwrapped``: the model inside ``model`` when that is a wrapper hiding its config (DDP)."""
+    inner = unwrapped if unwrapped is not None else model
     labels = batch["labels"]
     targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     keep = targets != IGNORE_INDEX
     attention_mask = batch["attention_mask"]
-    if model.config._attn_implementation == "eager":  # eager adds the mask to the scores
-        attention_mask = attention_mask.new_zeros(attention_mask.shape, dtype=model.dtype).masked_fill(
-            ~attention_mask, torch.finfo(model.dtype).min
+    if inner.config._attn_implementation == "eager":  # eager adds the mask to the scores
+        attention_mask = attention_mask.new_zeros(attention_mask.shape, dtype=inner.dtype).masked_fill(
+            ~attention_mask, torch.finfo(inner.dtype).min
         )
     outputs = model(
         input_ids=batch["input_ids"],
@@ -239,10 +241,19 @@ class PrefixPackedSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        loss, stats = packed_loss(model, inputs, num_items_in_batch)
-        if stats["label_tokens"]:
-            self._metrics[mode]["mean_token_accuracy"].append(stats["correct"] / stats["label_tokens"])
+        loss, stats = packed_loss(model, inputs, num_items_in_batch, self.accelerator.unwrap_model(model))
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # Several processes: num_items_in_batch counts every process's label tokens, and DDP
+            # averages the gradients, so each process's sum is scaled back up (as the Trainer's
+            # own compute_loss does): the loss and gradients of one process with the global batch.
+            loss = loss * self.accelerator.num_processes
+        # The metrics count every process's tokens, as one process with the global batch would.
+        label_tokens, correct, tokens = self.accelerator.gather(
+            torch.tensor([[stats["label_tokens"], stats["correct"], int(inputs["num_tokens"])]], device=loss.device)
+        ).sum(0).tolist()
+        if label_tokens:
+            self._metrics[mode]["mean_token_accuracy"].append(correct / label_tokens)
         if mode == "train":
-            self._total_train_tokens += int(inputs["num_tokens"])
+            self._total_train_tokens += tokens
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         return (loss, None) if return_outputs else loss

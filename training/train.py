@@ -4,6 +4,8 @@
     python -m training.train --config training/recipes/qwen2.5-coder-0.5b-cpu.yaml  # hours, 2 CPU cores
     python -m training.train --config training/recipes/qwen2.5-coder-0.5b-cpu.yaml --resume   # after a stop
     python -m training.train --config training/recipes/qwen2.5-coder-7b-qlora.yaml --push_to_hub you/repo
+    accelerate launch --config_file training/accelerate/ddp.yaml --num_processes 8 -m training.train \
+        --config training/recipes/qwen2.5-coder-7b-qlora.yaml                   # 8 GPUs (docs/training.md)
 
 A recipe is a YAML file whose keys are fields of ``DataArguments`` (training/data.py),
 ``TrainArguments`` (below), trl's ``SFTConfig`` and trl's ``ModelConfig``; ``--key value``
@@ -14,7 +16,9 @@ printed. By default examples are trained with shared-prefix packing (training/pa
 Writes to ``output_dir``: the LoRA adapter (adapter_config.json naming the real Hub base,
 adapter_model.safetensors), the tokenizer, ``recipe.yaml`` (the values used),
 ``train_results.json`` / ``eval_results.json``, ``loss_curve.json`` (every logged step),
-``train.log`` (the run log) and ``checkpoint-*`` folders for ``--resume``.
+``train.log`` (the run log) and ``checkpoint-*`` folders for ``--resume``. Under ``accelerate
+launch`` (several processes) the main process writes them; each process trains on its own
+batches (training/accelerate/ holds the multi-GPU configs).
 """
 
 from __future__ import annotations
@@ -224,6 +228,19 @@ def resume_from(trainer, script_args: TrainArguments, output_dir: Path) -> Path 
     return checkpoint
 
 
+def log_processes(training_args, rows: int) -> None:
+    """Under ``accelerate launch``: how many processes, and what fills an epoch's last batch."""
+    if training_args.world_size == 1:
+        return
+    state = training_args.distributed_state
+    logger.info(f"{training_args.world_size} processes ({state.distributed_type.value}, {state.backend}), each on its own batches")
+    batch = training_args.world_size * training_args.per_device_train_batch_size
+    if rows % batch and not training_args.dataloader_drop_last:
+        logger.info(f"an epoch's {rows} rows in batches of {batch} across the processes: accelerate fills the last one "
+                    "with rows from the epoch's start (one process would take a smaller last batch; "
+                    "--dataloader_drop_last true leaves the remainder out)")
+
+
 def final_evaluation(trainer) -> dict:
     """Eval metrics at the last step: from the log when the schedule already evaluated there
     (an eval pass costs minutes on a CPU), else a new pass."""
@@ -248,7 +265,9 @@ def main(
     from training.backends import load_model_and_tokenizer
 
     output_dir = Path(training_args.output_dir)
-    setup_run_log(output_dir)
+    main_process = training_args.process_index == 0  # under accelerate launch, the one that writes files
+    if main_process:
+        setup_run_log(output_dir)
     logger.info(f"backend {backend.describe()}")
     if training_args.bf16 != backend.bf16:
         logger.info(f"bf16 autocast {'on' if backend.bf16 else 'off'} for this backend (the recipe said {training_args.bf16})")
@@ -264,7 +283,9 @@ def main(
     sft = data.build(data_args, training_args.seed, tokenizer)
     logger.info(sft.report)
     train_dataset, eval_dataset, trainer_class = datasets_for(script_args, sft, tokenizer)
-    (output_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_used(argv, (data_args, script_args, training_args, model_args)), sort_keys=False))
+    log_processes(training_args, len(train_dataset))
+    if main_process:
+        (output_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_used(argv, (data_args, script_args, training_args, model_args)), sort_keys=False))
 
     trainer = trainer_class(
         model=model,
@@ -286,6 +307,8 @@ def main(
         evaluation = final_evaluation(trainer)
         trainer.save_metrics("eval", evaluation)
         metrics.update(evaluation)
+    if not main_process:
+        return metrics
     (output_dir / "loss_curve.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     logger.info(f"adapter, tokenizer and metrics in {output_dir}; peak memory (RSS) of this process {peak:.1f} GB")

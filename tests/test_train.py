@@ -23,8 +23,9 @@ pytestmark = pytest.mark.skipif(not (SPIDER / "tables.json").is_file(), reason="
 SMOKE = Path(__file__).resolve().parents[1] / "training" / "recipes" / "smoke.yaml"
 
 
-def train(output_dir: Path, *overrides: str, callbacks=()) -> dict:
-    argv = [
+def smoke_argv(output_dir: Path, *overrides: str) -> list[str]:
+    """training.train's arguments for the smoke recipe on the tiny model (``tiny_registry``)."""
+    return [
         "--config", str(SMOKE),
         "--model_name_or_path", HUB_ID,
         "--output_dir", str(output_dir),
@@ -34,6 +35,10 @@ def train(output_dir: Path, *overrides: str, callbacks=()) -> dict:
         "--learning_rate", "1e-2",
         *overrides,
     ]  # fmt: skip
+
+
+def train(output_dir: Path, *overrides: str, callbacks=()) -> dict:
+    argv = smoke_argv(output_dir, *overrides)
     return main(*make_parser().parse_args_and_config(args=argv), argv=argv, callbacks=callbacks)
 
 

@@ -123,3 +123,10 @@ def test_chart_renders_to_png(results_dir, tmp_path):
     leaderboard_chart(load_results(results_dir)).savefig(target)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     leaderboard_chart([]).savefig(tmp_path / "empty.png")
+
+
+def test_decoding_labels_name_auto_with_the_k_it_escalates_to():
+    from text2sql.leaderboard import decoding_label
+
+    assert decoding_label({"mode": "auto", "k": 8, "temperature": 0.8, "seed": 0}) == "auto, best of 8 (T 0.8)"
+    assert decoding_label({"mode": "greedy"}) == decoding_label(None) == "greedy"

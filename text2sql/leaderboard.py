@@ -80,9 +80,10 @@ def decoding_label(decoding: dict | None) -> str:
     runs have recorded it since best-of-k existed (as ``evaluation.evaluate`` assumes too)."""
     if not decoding:
         return "greedy"
-    if decoding.get("mode") != "best-of-k":
+    if decoding.get("mode") not in ("best-of-k", "auto"):
         return str(decoding.get("mode", ""))
-    return f"best of {decoding.get('k')} (T {decoding.get('temperature'):g})"
+    text = f"best of {decoding.get('k')} (T {decoding.get('temperature'):g})"
+    return text if decoding["mode"] == "best-of-k" else f"auto, {text}"
 
 
 def leaderboard_table(results: list[dict]) -> pd.DataFrame:

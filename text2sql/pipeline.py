@@ -5,6 +5,8 @@
     answer = ask(db, "How many singers do we have?")
     print(answer.generation.sql, answer.result.rows)
     answer = ask(db, "How many singers do we have?", decoding=Decoding.best_of(4))   # text2sql.selection
+    answer = ask(db, "How many singers do we have?", decoding=Decoding.auto())      # greedy; best of k if needed
+    print(how_answered(answer.generation))
 
 ``Database`` pairs what the model sees (``schema``) with where SQL may run (``sandbox``):
 a SQLite file (optionally privately copied first, for uploads) or a pasted schema
@@ -24,10 +26,15 @@ from text2sql.prompt import Messages, build_messages, fit_schema
 from text2sql.sandbox import QueryResult, Sandbox, check_database_file, is_wal_mode, private_copy
 from text2sql.schema import Schema, parse_schema_text
 from text2sql.selection import (
+    AUTO,
+    BEST_OF_K,
+    GREEDY,
     Candidate,
     Decoding,
     check_candidates,
     choose,
+    escalation_reason,
+    how_chosen,
     most_likely_failure,
     repair_prompt,
 )
@@ -91,6 +98,17 @@ class Generation:
     """Best-of-k: every candidate, checked (``votes``, ``error``), in the order drawn."""
     repair: Candidate | None = None
     """Best-of-k: the repair round's candidate, when no candidate ran."""
+    escalation: str | None = None
+    """Auto: why the greedy answer was not kept and best-of-k answered (None: it was kept)."""
+
+    @property
+    def answered_by(self) -> str:
+        """The decoding that wrote the answer: ``greedy``, or ``best-of-k`` (asked for, or auto's escalation)."""
+        return BEST_OF_K if self.candidates else GREEDY
+
+    def decoding_json(self) -> dict:
+        """The decoding asked for, the one that answered, and (auto) why it escalated, for JSON."""
+        return {**self.decoding.as_dict(), "answered_by": self.answered_by, "escalation": self.escalation}
 
 
 @dataclasses.dataclass
@@ -152,16 +170,51 @@ def answer_batch(
     """
     if decoding.is_greedy:
         generations = generate_sql_batch(generator, database.schema, questions)
-        return [Answer(g, _result_of(database, g.sql)) for g in generations]
+        return [Answer(g, check_answer(database, g.sql)) for g in generations]
     started = time.perf_counter()
     prompts = _prompts(generator, database.schema, questions)
-    samples = generator.sample([p.messages for p in prompts], decoding.k, decoding.temperature, decoding.seed)
-    candidates = [[Candidate.from_sample(s) for s in per_question] for per_question in samples]
-    answers = select_answers(generator, database, questions, candidates, decoding, prompts)
+    if decoding.mode == AUTO:
+        answers = _auto_answers(generator, database, questions, prompts, decoding)
+    else:
+        answers = _best_of_k_answers(generator, database, questions, prompts, decoding)
     share = round((time.perf_counter() - started) * 1000 / max(1, len(questions)), 1)
     for answer in answers:
         answer.generation.execution_time_ms = share
     return answers
+
+
+def _best_of_k_answers(generator, database, questions, prompts, decoding) -> list[Answer]:
+    samples = generator.sample([p.messages for p in prompts], decoding.k, decoding.temperature, decoding.seed)
+    candidates = [[Candidate.from_sample(s) for s in per_question] for per_question in samples]
+    return select_answers(generator, database, questions, candidates, decoding, prompts)
+
+
+def _auto_answers(generator, database, questions, prompts, decoding) -> list[Answer]:
+    """The greedy answer where it passes the checks and returns something; best-of-k (the
+    greedy answer among its k candidates, one batched call) for the questions where it doesn't.
+    The greedy answer runs under the query time limit, as it would in greedy mode."""
+    greedy = [Candidate.from_sample(s[0]) for s in generator.sample([p.messages for p in prompts], 1, 0.0, 0)]
+    answers: list[Answer | None] = []
+    for prompt, first in zip(prompts, greedy):
+        check_candidates([first], prompt.schema, database.sandbox, database.has_data, get_settings().query_timeout_s)
+        kept = escalation_reason(first, database.has_data) is None
+        answers.append(Answer(_generation(generator, prompt, first, decoding), first.result) if kept else None)
+    escalated = [i for i, answer in enumerate(answers) if answer is None]
+    if escalated:
+        chosen = _best_of_k_answers(generator, database, [questions[i] for i in escalated],
+                                    [prompts[i] for i in escalated], decoding)
+        for i, answer in zip(escalated, chosen):
+            answer.generation.escalation = escalation_reason(greedy[i], database.has_data)
+            answers[i] = answer
+    return answers
+
+
+def _generation(generator, prompt: _Prompt, final: Candidate, decoding: Decoding, candidates=(), repair=None):
+    return Generation(
+        sql=final.sql, raw=final.raw, chatty=final.chatty, model=generator.spec.name, execution_time_ms=0.0,
+        prompt_tokens=prompt.tokens, warnings=prompt.warnings, decoding=decoding, candidates=list(candidates),
+        repair=repair,
+    )
 
 
 def select_answers(
@@ -182,11 +235,7 @@ def select_answers(
     answers = []
     for prompt, per_question, pick, repair in zip(prompts, candidates, chosen, repairs):
         final = pick or (repair if repair and repair.sql else most_likely_failure(per_question))
-        generation = Generation(
-            sql=final.sql, raw=final.raw, chatty=final.chatty, model=generator.spec.name, execution_time_ms=0.0,
-            prompt_tokens=prompt.tokens, warnings=prompt.warnings, decoding=decoding, candidates=per_question,
-            repair=repair,
-        )
+        generation = _generation(generator, prompt, final, decoding, per_question, repair)
         result = final.result if final.ran else QueryResult(columns=[], rows=[], error=final.error)
         answers.append(Answer(generation, result))
     return answers
@@ -210,7 +259,22 @@ def _repair(generator, database, questions, prompts, candidates, chosen, decodin
     return repairs
 
 
-def _result_of(database: Database, sql: str) -> QueryResult:
+def how_answered(generation: Generation) -> str:
+    """One sentence on which decoding wrote the answer and why ("" for plain greedy)."""
+    decoding = generation.decoding
+    if decoding.mode == GREEDY:
+        return ""
+    chosen = how_chosen(decoding.best_of_k, generation.candidates, generation.repair) if generation.candidates else ""
+    if decoding.mode == BEST_OF_K:
+        return chosen
+    if generation.escalation is None:
+        return "Auto: the greedy answer passed every check, so it was kept; no other candidates were drawn."
+    return f"Auto: the greedy answer {generation.escalation}, so {generation.decoding.k} candidates were voted on. {chosen}"
+
+
+def check_answer(database: Database, sql: str) -> QueryResult:
+    """A written query's verdict: ``run_or_check`` (on a pasted schema, EXPLAIN: the check
+    against the schema), or why there is nothing to run."""
     if not sql:
         return QueryResult(columns=[], rows=[], error="The model did not write a SQL query.")
     return run_or_check(database, sql)

@@ -28,7 +28,7 @@ from gradio.utils import NamedString
 from text2sql.registry import default_registry
 from text2sql.settings import get_settings
 from webapp.api import GENERATION_EVENTS, ClientAPI, create_app, register_client_api
-from text2sql.selection import GREEDY
+from text2sql.selection import AUTO
 from webapp.handlers import Handlers, decoding_choices
 from webapp.service import MAX_COMPARED, GenerationLimit, Service
 from webapp.sources import EXAMPLE, SOURCES, UPLOAD_TYPES, ExampleDatabases, Workspace
@@ -94,9 +94,9 @@ PRIVATE = {"api_visibility": "private"}
 
 
 def decoding_radio(elem_id: str) -> gr.Radio:
-    """Fast (greedy) or Best of k: k candidates checked in the sandbox, the answer chosen by a vote."""
-    return gr.Radio(decoding_choices(), value=GREEDY, label="Decoding", scale=2, elem_id=elem_id,
-                    info="Best of k: several candidates, run and voted on (slower)")
+    """Auto (greedy; best of k when that fails or returns nothing), Fast (greedy) or Best of k."""
+    return gr.Radio(decoding_choices(), value=AUTO, label="Decoding", scale=2, elem_id=elem_id,
+                    info="Auto: one answer, and more candidates only when it fails or returns nothing")
 
 
 def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
@@ -262,7 +262,7 @@ def create(results_dir: Path = RESULTS_DIR, work_dir: Path | None = None):
     service = Service(limit=GenerationLimit.from_settings())
     handlers = Handlers(service, examples, work_dir / "uploads", Path(results_dir))
     demo = build_demo(handlers, ClientAPI(service, work_dir / "uploads"), examples)
-    return demo, create_app(demo, service, on_shutdown=cleanups, theme=THEME, css=CSS), service
+    return demo, create_app(demo, service, examples, on_shutdown=cleanups, theme=THEME, css=CSS), service
 
 
 demo, app, service = create()

@@ -23,7 +23,8 @@ from text2sql.leaderboard import leaderboard_chart, leaderboard_table, load_resu
 from text2sql.pipeline import Database, run_or_check
 from text2sql.registry import default_registry
 from text2sql.schema import Schema
-from text2sql.selection import BEST_OF_K, GREEDY, Decoding, how_chosen
+from text2sql.pipeline import how_answered
+from text2sql.selection import AUTO, BEST_OF_K, GREEDY, Decoding
 from webapp.results import candidates_frame, plain, result_frame, result_summary, write_csv
 from webapp.service import MAX_COMPARED, Service
 from webapp.sources import EXAMPLE, PASTE, UPLOAD, ExampleDatabases, Workspace, open_source
@@ -40,7 +41,7 @@ python -m evaluation.evaluate --model qwen2.5-coder-0.5b
 
 def decoding_choices() -> list[tuple[str, str]]:
     """The decoding radio's (label, value) pairs; k comes from the server's settings."""
-    return [("Fast", GREEDY), (f"Best of {Decoding.best_of().k}", BEST_OF_K)]
+    return [("Auto", AUTO), ("Fast", GREEDY), (f"Best of {Decoding.best_of().k}", BEST_OF_K)]
 
 
 def plain_errors(handler):
@@ -98,7 +99,7 @@ class Handlers:
             return workspace, f"❌ {plain(error)}", ""
         return workspace, schema_summary(database), database.schema.to_ddl()
 
-    def generate(self, kind, example, upload, text, question, model, workspace, mode=GREEDY,
+    def generate(self, kind, example, upload, text, question, model, workspace, mode=AUTO,
                  progress=gr.Progress(track_tqdm=True)):
         """(workspace, sql, note, generated, candidates): the model's SQL for the question, how it
         went, and (best of k) the candidates it was chosen from. A problem is reported in the
@@ -118,8 +119,8 @@ class Handlers:
             note = f"❌ {generation.model} did not write a SQL query. Its answer was:\n\n> {plain(generation.raw[:500])}"
             return workspace, gr.skip(), note, False, candidates
         note = f"Written by **{generation.model}** in {generation.execution_time_ms / 1000:.1f} s."
-        if generation.candidates:
-            note += " " + how_chosen(decoding, generation.candidates, generation.repair)
+        if how_answered(generation):
+            note += " " + plain(how_answered(generation))
         if generation.chatty:
             note += " The model added text around the SQL; only the SQL is kept."
         for warning in generation.warnings:
@@ -153,7 +154,7 @@ class Handlers:
     # -- Compare tab -------------------------------------------------------------
 
     @plain_errors
-    def compare(self, kind, example, upload, text, question, models, workspace, mode=GREEDY,
+    def compare(self, kind, example, upload, text, question, models, workspace, mode=AUTO,
                 progress=gr.Progress(track_tqdm=True)):
         """(workspace, summary, then header/SQL/table for each of MAX_COMPARED slots)."""
         workspace = self._workspace(workspace)
@@ -169,8 +170,8 @@ class Handlers:
             header = f"### {c.model}\n"
             header += f"{c.generation.execution_time_ms / 1000:.1f} s · " if c.generation else ""
             header += result_summary(c.result, database.has_data)
-            if c.generation and c.generation.candidates:
-                header += "\n\n" + how_chosen(decoding, c.generation.candidates, c.generation.repair)
+            if c.generation and how_answered(c.generation):
+                header += "\n\n" + plain(how_answered(c.generation))
             table = result_frame(c.result) if c.result.ok and database.has_data else None
             slots += [
                 gr.update(value=header, visible=True),

@@ -7,6 +7,7 @@ requests don't pass through it; ``GenerationLimit`` is the one limit all three s
     service = Service(limit=GenerationLimit.from_settings())
     generation = service.generate(database, "How many users?", model=None)
     generation = service.generate(database, "How many users?", decoding=Decoding.best_of())   # text2sql.selection
+    generation, verdict = service.ask(database, "How many users?", decoding=Decoding.auto())
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 
 from text2sql.engine import load_generator
 from text2sql.errors import Text2SQLError
-from text2sql.pipeline import Database, Generation, answer_batch, generate_sql_batch, run_or_check
+from text2sql.pipeline import Database, Generation, answer_batch, check_answer, generate_sql_batch
 from text2sql.registry import default_registry
 from text2sql.sandbox import QueryResult
-from text2sql.selection import Decoding
+from text2sql.selection import AUTO, Decoding
 from text2sql.settings import get_settings
 
 from webapp.results import results_agree
@@ -88,6 +90,8 @@ class Service:
     limit: GenerationLimit
     origins: dict[str, str] = dataclasses.field(default_factory=dict)
     """Each model used so far -> where its weights were read from (the About tab shows it)."""
+    load_error: str | None = None
+    """Why the default model could not be loaded at startup (``warm_up``), if it couldn't."""
 
     def generate(
         self, database: Database, question: str, model: str | None = None, progress=_no_progress,
@@ -100,15 +104,18 @@ class Service:
         with self.limit.slot():
             return self._generate(database, question, model, progress, decoding)
 
-    def generate_for_text(
+    def ask_for_text(
         self, text: str, question: str, model: str | None = None, decoding: Decoding = Decoding()
-    ) -> Generation:
-        """``generate`` for pasted schema text (REST), parsed inside the limit too: parsing
-        200,000 characters of DDL takes seconds of CPU, and REST has no other queue."""
+    ) -> tuple[Generation, QueryResult]:
+        """``ask`` for pasted schema text (REST), parsed inside the limit too: parsing 200,000
+        characters of DDL takes seconds of CPU, and REST has no other queue. The result is
+        the SQL's check against the schema (there are no rows)."""
         check_question(question)
         check_schema_text(text)
         with self.limit.slot():
-            return self._generate(Database.from_text(text), question, model, _no_progress, decoding)
+            database = Database.from_text(text)
+            generation = self._generate(database, question, model, _no_progress, decoding)
+        return generation, check_answer(database, generation.sql)
 
     def _generate(self, database: Database, question: str, model: str | None, progress, decoding: Decoding) -> Generation:
         name = model or default_registry().default
@@ -117,7 +124,10 @@ class Service:
         if decoding.is_greedy:
             progress(0.5, desc=f"{name} is writing SQL…")
             return generate_sql_batch(generator, database.schema, [question])[0]
-        progress(0.5, desc=f"{name} is writing {decoding.k} candidates and checking them…")
+        if decoding.mode == AUTO:
+            progress(0.5, desc=f"{name} is writing SQL (and {decoding.k} candidates if it fails or returns nothing)…")
+        else:
+            progress(0.5, desc=f"{name} is writing {decoding.k} candidates and checking them…")
         return answer_batch(generator, database, [question], decoding)[0].generation
 
     def load(self, model: str | None = None):
@@ -126,15 +136,31 @@ class Service:
         self.origins[generator.spec.name] = generator.origin
         return generator
 
+    def warm_up(self) -> float | None:
+        """Load the default model now (at startup, so the first question doesn't wait); the
+        seconds it took, or None when it can't be loaded (``load_error`` says why)."""
+        started = time.perf_counter()
+        try:
+            self.load()
+        except Text2SQLError as error:
+            self.load_error = str(error)
+            return None
+        return time.perf_counter() - started
+
+    def readiness(self) -> dict:
+        """Whether the default model can answer (``/health``): loaded, or why not yet."""
+        default = default_registry().default
+        loaded = default in self.origins
+        status = "ok" if loaded else "failed" if self.load_error else "loading"
+        return {"status": status, "model_loaded": loaded, "default_model": default, "error": self.load_error}
+
     def ask(
         self, database: Database, question: str, model: str | None = None, progress=_no_progress,
         decoding: Decoding = Decoding(),
     ):
         """(generation, result): the SQL for ``question`` and what it returns (or why not)."""
         generation = self.generate(database, question, model, progress, decoding)
-        if not generation.sql:
-            return generation, QueryResult(columns=[], rows=[], error="The model did not write a SQL query.")
-        return generation, run_or_check(database, generation.sql)
+        return generation, check_answer(database, generation.sql)
 
     def compare(
         self, database: Database, question: str, models: list[str], progress=_no_progress,

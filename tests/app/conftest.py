@@ -69,10 +69,13 @@ def work_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app_parts(fake_models, results_dir, work_dir):
-    """(demo, app, service) from app.create(), on the fake models."""
+    """(demo, app, service) from app.create(), on the fake models, the default one loaded (as
+    `python app.py` loads it at startup: /health says ok)."""
     import app
 
-    return app.create(results_dir=results_dir, work_dir=work_dir)
+    demo, served, service = app.create(results_dir=results_dir, work_dir=work_dir)
+    service.warm_up()
+    return demo, served, service
 
 
 @pytest.fixture(scope="module")

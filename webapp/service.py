@@ -23,7 +23,7 @@ from text2sql.errors import Text2SQLError
 from text2sql.pipeline import Database, Generation, answer_batch, check_answer, generate_sql_batch
 from text2sql.registry import default_registry
 from text2sql.sandbox import QueryResult
-from text2sql.selection import AUTO, Decoding
+from text2sql.selection import Decoding
 from text2sql.settings import get_settings
 
 from webapp.results import results_agree
@@ -69,7 +69,7 @@ def check_question(question: str) -> None:
         raise ValueError(f"The question is {len(question):,} characters long; the limit is {limit:,}.")
 
 
-def _no_progress(fraction: float, desc: str = "") -> None:
+def _no_progress(progress: float | tuple[int, int] | None, desc: str = "") -> None:
     pass
 
 
@@ -98,8 +98,10 @@ class Service:
         decoding: Decoding = Decoding(),
     ) -> Generation:
         """SQL for ``question`` (model None or "": the registry's default). Best-of-k also runs
-        its candidates in ``database``'s sandbox to choose among them. ``progress(fraction,
-        desc=...)`` hears when the model loads (once per process) and when it writes."""
+        its candidates in ``database``'s sandbox to choose among them (auto when needed).
+        ``progress(step, desc=...)``, called as ``gr.Progress`` is, hears each stage: loading the
+        model (once per process), writing, checking candidates ``(i, k)``, repairing; ``step``
+        is None where no fraction is known."""
         check_question(question)
         with self.limit.slot():
             return self._generate(database, question, model, progress, decoding)
@@ -119,16 +121,17 @@ class Service:
 
     def _generate(self, database: Database, question: str, model: str | None, progress, decoding: Decoding) -> Generation:
         name = model or default_registry().default
-        progress(0.05, desc=f"Loading {name} (only the first time it is used)…")
+        if name not in self.origins:
+            progress(None, desc=f"Loading {name} (once: its first question loads it)…")
         generator = self.load(name)
+
+        def stage(desc: str, step: tuple[int, int] | None = None) -> None:
+            progress(step, desc=f"{name}: {desc}…")  # no bar where no fraction is known
+
         if decoding.is_greedy:
-            progress(0.5, desc=f"{name} is writing SQL…")
+            stage("writing SQL")
             return generate_sql_batch(generator, database.schema, [question])[0]
-        if decoding.mode == AUTO:
-            progress(0.5, desc=f"{name} is writing SQL (and {decoding.k} candidates if it fails or returns nothing)…")
-        else:
-            progress(0.5, desc=f"{name} is writing {decoding.k} candidates and checking them…")
-        return answer_batch(generator, database, [question], decoding)[0].generation
+        return answer_batch(generator, database, [question], decoding, stage)[0].generation
 
     def load(self, model: str | None = None):
         """The model's generator (loaded once per process), noting where its weights came from."""
@@ -174,7 +177,7 @@ class Service:
         check_question(question)
         comparisons = []
         for i, model in enumerate(models):
-            step = lambda fraction, desc="": progress((i + fraction) / len(models), desc=desc)  # noqa: E731
+            step = lambda _, desc="": progress((i, len(models)), desc=desc)  # noqa: E731  (model i of n)
             try:
                 generation, result = self.ask(database, question, model, step, decoding)
             except Busy:

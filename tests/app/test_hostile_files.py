@@ -66,7 +66,7 @@ def test_the_ui_upload_handler(handlers, corpus, name):
     path = corpus[name]
     before = snapshot(path.parent)
     workspace, summary, ddl = handlers.show_schema(UPLOAD, None, str(path), "", None)
-    _, table, status, _ = handlers.run(UPLOAD, None, str(path), "", COUNT_TABLES, workspace)
+    _, table, status, _, *_ = handlers.run(UPLOAD, None, str(path), "", COUNT_TABLES, workspace)
     if name in REFUSED:
         assert summary.startswith("❌") and re.search(reason(name), summary) and ddl == ""
         assert status.startswith("❌") and table["visible"] is False

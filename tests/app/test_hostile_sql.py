@@ -54,7 +54,7 @@ def unchanged(upload, before_hash, before_files):
 def test_the_run_handler_refuses_or_stops_it(handlers, upload, sql):
     before = sha256_of(upload), sorted(os.listdir(upload.parent))
     started = time.monotonic()
-    _, table, status, csv = handlers.run(UPLOAD, None, str(upload), "", sql, None)
+    _, table, status, csv, *_ = handlers.run(UPLOAD, None, str(upload), "", sql, None)
     assert time.monotonic() - started < TIME_LIMIT_S + 2
     assert status.startswith(("❌ Refused", "❌ Stopped", "❌ SQLite error")), status
     assert table["visible"] is False and csv["visible"] is False

@@ -110,6 +110,7 @@ class Handlers:
             database = self._open(workspace, kind, example, upload, text)
         except Text2SQLError as error:
             return workspace, f"❌ {plain(error)}", ""
+        self.service.database_chosen(database)
         return workspace, schema_summary(database), database.schema.to_ddl()
 
     @staticmethod

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 from text2sql.engine import load_generator
 from text2sql.errors import Text2SQLError
+from text2sql.prompt import build_messages
 from text2sql.pipeline import Database, Generation, answer_batch, check_answer, generate_sql_batch
 from text2sql.registry import default_registry
 from text2sql.sandbox import QueryResult
@@ -138,6 +139,21 @@ class Service:
         generator = load_generator(model or None)
         self.origins[generator.spec.name] = generator.origin
         return generator
+
+    def database_chosen(self, database: Database, model: str | None = None) -> threading.Thread | None:
+        """Hook for backends that can prepare for a database before its first question: when
+        the model (default: the registry's default) is already loaded and its generator has
+        ``warm_up(messages)``, that runs now in a background thread with this database's prompt
+        (an empty question: the schema prefix every question shares, e.g. to prefill its KV
+        cache). Choosing a database never loads a model. Returns the thread, if one started."""
+        name = model or default_registry().default
+        warm_up = getattr(load_generator(name), "warm_up", None) if name in self.origins else None
+        if warm_up is None:
+            return None
+        thread = threading.Thread(target=warm_up, args=(build_messages(database.schema, ""),), daemon=True,
+                                  name=f"warm-up {database.label}")
+        thread.start()
+        return thread
 
     def warm_up(self) -> float | None:
         """Load the default model now (at startup, so the first question doesn't wait); the

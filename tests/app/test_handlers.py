@@ -434,3 +434,16 @@ def test_candidates_get_score_and_reason_columns_when_a_selector_gives_them():
     assert list(frame.columns) == ["#", "votes", "log-lik.", "SQL", "problem", "score", "reason"]
     assert frame.iloc[0].tolist()[-2:] == [0.9, "most rows answer the question"]
     assert column_widths(frame) == ["8%", "10%", "11%", "21%", "21%", "9%", "21%"]
+
+
+def test_choosing_a_database_lets_a_loaded_model_prepare_for_it(handlers, fake_models, monkeypatch):
+    """The hook for backends that prefill a schema's prompt prefix (``warm_up(messages)``)."""
+    handlers.show_schema(EXAMPLE, "shop", None, "", None)  # nothing loaded yet: nothing to warm, nothing loaded
+    assert handlers.service.origins == {}
+    generator = handlers.service.load()
+    prepared = []
+    monkeypatch.setattr(generator, "warm_up", prepared.append, raising=False)
+    database = handlers.examples.database("school")
+    handlers.service.database_chosen(database).join(timeout=10)
+    [messages] = prepared
+    assert "CREATE TABLE enrollments" in messages[1]["content"] and messages[1]["content"].endswith("Question: ")

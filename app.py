@@ -63,7 +63,9 @@ ABOUT = """## How it works
 3. **Model.** *Fast*: greedy decoding. *Best of {k}*: the greedy answer and {k_minus_1} more drawn at
    temperature {temperature:g}; each is checked against the schema and run in the sandbox, and the
    answer is the most likely query among those returning the most common result (if none runs,
-   the model gets SQLite's error once to fix its query). Only the first SQL statement is kept.
+   the model gets SQLite's error once to fix its query). *Auto* (the default): the greedy answer,
+   checked the same way; only when it fails or returns no rows, best of {auto_k}. Only the first
+   SQL statement is kept.
 4. **Sandbox.** The SQL runs on a read-only, locked-down SQLite connection: only `SELECT`, no
    `ATTACH`, stopped after {timeout:g} s, at most {rows:,} rows.
 
@@ -77,8 +79,10 @@ folder for your session, never modified, and deleted when your session ends.
 """
 
 APIS = """## Use it from code
-* **REST:** `POST /generate_sql` with `{"schema": "...", "question": "...", "model": "...", "mode": "greedy" | "best-of-k"}` returns
-  `{"sql", "execution_time_ms", "model"}`; `GET /health`, `GET /models`; OpenAPI docs at [/docs](/docs).
+* **REST:** `POST /generate_sql` with `{"schema": "..." or "database": "shop", "question": "...", "model": "...",
+  "mode": "auto" | "greedy" | "best-of-k", "execute": false}` returns `{"sql", "execution_time_ms", "model", "valid",
+  "error", "decoding"}` (and the rows with `"execute": true`); `GET /health`, `GET /models`, `GET /databases`;
+  OpenAPI docs at [/docs](/docs).
 * **gradio_client:** `/generate_sql`, `/run_sql`, `/ask`, `/compare` (see *Use via API* at the foot of the page).
 """
 
@@ -253,6 +257,7 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
                 gr.Markdown(ABOUT.format(
                     samples=settings.sample_values, timeout=settings.query_timeout_s, rows=settings.max_rows,
                     k=settings.best_of_k, k_minus_1=settings.best_of_k - 1, temperature=settings.sampling_temperature,
+                    auto_k=settings.auto_k,
                     upload_mb=settings.max_upload_bytes // 2**20, models=handlers.models_markdown(),
                 ))
                 loaded = gr.Markdown(handlers.loaded_models_markdown())

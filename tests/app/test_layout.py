@@ -6,22 +6,18 @@ Each test writes a screenshot for review (tmp_path, or TEXT2SQL_SCREENSHOT_DIR t
     TEXT2SQL_SCREENSHOT_DIR=/tmp/shots python -m pytest tests/app/test_layout.py -v
 """
 
+import os
+
 import pytest
 
-from tests.app.test_browser import CHROMIUM, CHROMIUM_FLAGS, save_screenshot, sync_playwright
+from tests.app.conftest import CHROMIUM, sync_playwright
+from tests.app.test_browser import save_screenshot
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and sync_playwright), reason="needs Debian's chromium and playwright")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and sync_playwright) and not os.environ.get("CI"),
+                                reason="needs Debian's chromium and playwright")
 
 LONG_SQL = ("SELECT c.name, c.city, count(o.id) AS orders FROM customers AS c JOIN orders AS o "
             "ON o.customer_id = c.id GROUP BY c.id ORDER BY orders DESC")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 def open_page(browser, server_url, width: int, height: int = 900):

@@ -214,9 +214,9 @@ def wire_ask(demo: gr.Blocks, ui: SimpleNamespace, handlers: Handlers, workspace
     # cover the SQL box and stop the user from editing it.
     def generate_then_run(trigger) -> None:
         trigger(**clear).then(
-            handlers.generate, [*ui.source, ui.question, ui.model, workspace, ui.mode],
+            handlers.generate_live, [*ui.source, ui.question, ui.model, workspace, ui.mode],
             [workspace, ui.sql, ui.note, generated, ui.candidates],
-            show_progress_on=[ui.sql], **generation_events, **PRIVATE,
+            show_progress_on=[ui.note], **generation_events, **PRIVATE,  # not over the SQL being written
         ).then(handlers.run_generated, [generated, *ui.source, workspace],
                [workspace, ui.table, ui.status, ui.csv, ui.bars, ui.line], show_progress_on=[ui.status], **PRIVATE)
 

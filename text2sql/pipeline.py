@@ -16,6 +16,7 @@ materialised in memory (SQL is then validated with ``EXPLAIN``; there are no row
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import time
 from collections.abc import Callable
@@ -127,6 +128,14 @@ class _Prompt:
     tokens: int
 
 
+def _streaming(method: Callable, on_text: Callable[[str], None] | None) -> dict:
+    """``{"on_text": on_text}`` for a generator ``method`` that can report its text as it writes
+    (``TransformersGenerator``); nothing for one that can't, or when no one listens."""
+    if on_text is None or "on_text" not in inspect.signature(method).parameters:
+        return {}
+    return {"on_text": on_text}
+
+
 def _prompts(generator: SQLGenerator, schema: Schema, questions: list[str]) -> list[_Prompt]:
     prompts = []
     for question in questions:
@@ -136,11 +145,15 @@ def _prompts(generator: SQLGenerator, schema: Schema, questions: list[str]) -> l
     return prompts
 
 
-def generate_sql_batch(generator: SQLGenerator, schema: Schema, questions: list[str], **overrides) -> list[Generation]:
-    """SQL for several questions about one schema, in one batched ``generate`` call."""
+def generate_sql_batch(
+    generator: SQLGenerator, schema: Schema, questions: list[str], on_text: Callable[[str], None] | None = None,
+    **overrides,
+) -> list[Generation]:
+    """SQL for several questions about one schema, in one batched ``generate`` call
+    (``on_text`` hears the first one's text as it is written, where the generator can tell)."""
     prompts = _prompts(generator, schema, questions)
     started = time.perf_counter()
-    raws = generator.generate([p.messages for p in prompts], **overrides)
+    raws = generator.generate([p.messages for p in prompts], **_streaming(generator.generate, on_text), **overrides)
     share = (time.perf_counter() - started) * 1000 / max(1, len(questions))
     generations = []
     for raw, prompt in zip(raws, prompts):
@@ -170,7 +183,7 @@ def _quietly(desc: str, step: tuple[int, int] | None = None) -> None:
 
 def answer_batch(
     generator: SQLGenerator, database: Database, questions: list[str], decoding: Decoding = Decoding(),
-    stage: Stage = _quietly,
+    stage: Stage = _quietly, on_text: Callable[[str], None] | None = None,
 ) -> list[Answer]:
     """SQL for several questions about one database, and what each returns.
 
@@ -178,38 +191,43 @@ def answer_batch(
     (``text2sql.selection``): ``decoding.k`` candidates per question from one batched
     ``sample``, then ``select_answers``. Auto: greedy, then best-of-k for the questions whose
     answer fails or returns nothing. ``execution_time_ms`` is each question's share of the
-    whole time, checks and repair included. ``stage`` hears each step as it starts.
+    whole time, checks and repair included. ``stage`` hears each step as it starts, ``on_text``
+    the first question's SQL as it is written (greedy, or the first of the candidates).
     """
     if decoding.is_greedy:
         stage("writing SQL")
-        generations = generate_sql_batch(generator, database.schema, questions)
+        generations = generate_sql_batch(generator, database.schema, questions, on_text)
         stage("running it")
         return [Answer(g, check_answer(database, g.sql)) for g in generations]
     started = time.perf_counter()
     prompts = _prompts(generator, database.schema, questions)
     if decoding.mode == AUTO:
-        answers = _auto_answers(generator, database, questions, prompts, decoding, stage)
+        answers = _auto_answers(generator, database, questions, prompts, decoding, stage, on_text)
     else:
-        answers = _best_of_k_answers(generator, database, questions, prompts, decoding, stage)
+        answers = _best_of_k_answers(generator, database, questions, prompts, decoding, stage, on_text)
     share = round((time.perf_counter() - started) * 1000 / max(1, len(questions)), 1)
     for answer in answers:
         answer.generation.execution_time_ms = share
     return answers
 
 
-def _best_of_k_answers(generator, database, questions, prompts, decoding, stage: Stage = _quietly) -> list[Answer]:
+def _best_of_k_answers(generator, database, questions, prompts, decoding, stage: Stage = _quietly,
+                       on_text=None) -> list[Answer]:
     stage(f"writing {decoding.k} candidates")
-    samples = generator.sample([p.messages for p in prompts], decoding.k, decoding.temperature, decoding.seed)
+    samples = generator.sample([p.messages for p in prompts], decoding.k, decoding.temperature, decoding.seed,
+                               **_streaming(generator.sample, on_text))
     candidates = [[Candidate.from_sample(s) for s in per_question] for per_question in samples]
     return select_answers(generator, database, questions, candidates, decoding, prompts, stage=stage)
 
 
-def _auto_answers(generator, database, questions, prompts, decoding, stage: Stage = _quietly) -> list[Answer]:
+def _auto_answers(generator, database, questions, prompts, decoding, stage: Stage = _quietly,
+                  on_text=None) -> list[Answer]:
     """The greedy answer where it passes the checks and returns something; best-of-k (the
     greedy answer among its k candidates, one batched call) for the questions where it doesn't.
     The greedy answer runs under the query time limit, as it would in greedy mode."""
     stage("writing SQL")
-    greedy = [Candidate.from_sample(s[0]) for s in generator.sample([p.messages for p in prompts], 1, 0.0, 0)]
+    samples = generator.sample([p.messages for p in prompts], 1, 0.0, 0, **_streaming(generator.sample, on_text))
+    greedy = [Candidate.from_sample(s[0]) for s in samples]
     stage("checking and running it")
     answers: list[Answer | None] = []
     for prompt, first in zip(prompts, greedy):
@@ -221,7 +239,7 @@ def _auto_answers(generator, database, questions, prompts, decoding, stage: Stag
         if len(questions) == 1:
             stage(f"the first answer {escalation_reason(greedy[0], database.has_data)}")
         chosen = _best_of_k_answers(generator, database, [questions[i] for i in escalated],
-                                    [prompts[i] for i in escalated], decoding, stage)
+                                    [prompts[i] for i in escalated], decoding, stage, on_text)
         for i, answer in zip(escalated, chosen):
             answer.generation.escalation = escalation_reason(greedy[i], database.has_data)
             answers[i] = answer

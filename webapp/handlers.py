@@ -16,7 +16,10 @@ text, and that is what runs unless the user edits the box.
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import queue
+import threading
 import warnings
 from pathlib import Path
 
@@ -42,6 +45,9 @@ from webapp.results import (
 from webapp.service import MAX_COMPARED, MIN_COMPARED, Service
 from webapp.sources import EXAMPLE, PASTE, UPLOAD, ExampleDatabases, Workspace, open_source
 
+
+LIVE_INTERVAL_S = 0.25
+"""How often the SQL box is refreshed while the model writes."""
 
 NO_RESULTS = """**No evaluation results yet.** The leaderboard reads `results/<run>/metrics.json`. Produce one with
 
@@ -125,8 +131,36 @@ class Handlers:
         """(note, candidates): the user changed the SQL box, so what was said about the model's SQL is stale."""
         return "You edited the SQL: **Run** runs your version.", gr.update(visible=False)
 
+    def generate_live(self, kind, example, upload, text, question, model, workspace, mode=AUTO,
+                      progress=gr.Progress(track_tqdm=True)):
+        """``generate`` for the UI, as a Gradio generator: the SQL box shows the SQL as the model
+        writes it (at most every ``LIVE_INTERVAL_S``), then ``generate``'s answer."""
+        written: queue.SimpleQueue = queue.SimpleQueue()
+        outcome: list = []
+
+        def work():
+            try:
+                outcome.append(self.generate(kind, example, upload, text, question, model, workspace, mode,
+                                             progress, on_text=written.put))
+            except BaseException as error:  # re-raised below, in Gradio's thread
+                outcome.append(error)
+
+        # The copied context carries gr.Progress's link to this event into the thread.
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(LIVE_INTERVAL_S)
+            latest = None
+            while not written.empty():
+                latest = written.get()
+            if latest is not None and worker.is_alive():
+                yield gr.skip(), latest, gr.skip(), gr.skip(), gr.skip()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        yield outcome[0]
+
     def generate(self, kind, example, upload, text, question, model, workspace, mode=AUTO,
-                 progress=gr.Progress(track_tqdm=True)):
+                 progress=gr.Progress(track_tqdm=True), on_text=None):
         """(workspace, sql, note, generated, candidates): the model's SQL for the question (shown
         formatted), how it went, the SQL as the model wrote it (the text that runs; "" when there
         is none) and, when a vote chose it, the candidates. A problem is reported in the note,
@@ -137,7 +171,7 @@ class Handlers:
             decoding = Decoding.from_mode(mode)
             progress(0.02, desc="Reading the schema…")
             database = self._open(workspace, kind, example, upload, text)
-            generation = self.service.generate(database, question, model or None, progress, decoding)
+            generation = self.service.generate(database, question, model or None, progress, decoding, on_text)
         except (Text2SQLError, ValueError) as error:
             return workspace, gr.skip(), f"❌ {plain(error)}", "", no_candidates
         candidates = no_candidates

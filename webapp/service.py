@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from text2sql.engine import load_generator
 from text2sql.errors import Text2SQLError
@@ -96,16 +96,17 @@ class Service:
 
     def generate(
         self, database: Database, question: str, model: str | None = None, progress=_no_progress,
-        decoding: Decoding = Decoding(),
+        decoding: Decoding = Decoding(), on_text: Callable[[str], None] | None = None,
     ) -> Generation:
         """SQL for ``question`` (model None or "": the registry's default). Best-of-k also runs
         its candidates in ``database``'s sandbox to choose among them (auto when needed).
         ``progress(step, desc=...)``, called as ``gr.Progress`` is, hears each stage: loading the
         model (once per process), writing, checking candidates ``(i, k)``, repairing; ``step``
-        is None where no fraction is known."""
+        is None where no fraction is known. ``on_text`` hears the SQL as the model writes it
+        (where its backend can tell)."""
         check_question(question)
         with self.limit.slot():
-            return self._generate(database, question, model, progress, decoding)
+            return self._generate(database, question, model, progress, decoding, on_text)
 
     def ask_for_text(
         self, text: str, question: str, model: str | None = None, decoding: Decoding = Decoding()
@@ -120,7 +121,8 @@ class Service:
             generation = self._generate(database, question, model, _no_progress, decoding)
         return generation, check_answer(database, generation.sql)
 
-    def _generate(self, database: Database, question: str, model: str | None, progress, decoding: Decoding) -> Generation:
+    def _generate(self, database: Database, question: str, model: str | None, progress, decoding: Decoding,
+                  on_text: Callable[[str], None] | None = None) -> Generation:
         name = model or default_registry().default
         if name not in self.origins:
             progress(None, desc=f"Loading {name} (once: its first question loads it)…")
@@ -131,8 +133,8 @@ class Service:
 
         if decoding.is_greedy:
             stage("writing SQL")
-            return generate_sql_batch(generator, database.schema, [question])[0]
-        return answer_batch(generator, database, [question], decoding, stage)[0].generation
+            return generate_sql_batch(generator, database.schema, [question], on_text)[0]
+        return answer_batch(generator, database, [question], decoding, stage, on_text)[0].generation
 
     def load(self, model: str | None = None):
         """The model's generator (loaded once per process), noting where its weights came from."""

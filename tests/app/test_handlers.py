@@ -6,6 +6,7 @@
 import json
 from pathlib import Path
 import threading
+import time
 
 import gradio as gr
 import pandas as pd
@@ -447,3 +448,31 @@ def test_choosing_a_database_lets_a_loaded_model_prepare_for_it(handlers, fake_m
     handlers.service.database_chosen(database).join(timeout=10)
     [messages] = prepared
     assert "CREATE TABLE enrollments" in messages[1]["content"] and messages[1]["content"].endswith("Question: ")
+
+
+def test_the_sql_box_shows_the_sql_as_the_model_writes_it(handlers, fake_models, monkeypatch):
+    """A generator that reports its text as it writes (as TransformersGenerator.sample does):
+    generate_live yields it into the SQL box, then generate's whole answer."""
+    generator = handlers.service.load()
+    sample = generator.sample
+    words = "SELECT count(*) FROM orders".split()
+
+    def sample_aloud(prompts, k, temperature, seed, on_text=None):
+        for i in range(1, len(words) + 1):
+            on_text(" ".join(words[:i]))
+            time.sleep(0.3)  # longer than LIVE_INTERVAL_S: each step is seen
+        return sample(prompts, k, temperature, seed)
+
+    monkeypatch.setattr(generator, "sample", sample_aloud)
+    fake_models.enqueue("SELECT count(*) FROM orders")
+    updates = list(handlers.generate_live(EXAMPLE, "shop", None, "", "How many orders?", "", None))
+    partial = [update[1] for update in updates[:-1]]
+    assert partial and partial == sorted(partial, key=len) and set(partial) <= {" ".join(words[:i]) for i in range(5)}
+    assert all(update[2] == gr.skip() for update in updates[:-1])  # the note waits for the answer
+    workspace, sql, note, generated, _ = updates[-1]
+    assert generated == "SELECT count(*) FROM orders" and "Auto: the greedy answer passed every check" in note
+
+
+def test_generate_live_passes_problems_through_as_generate_reports_them(handlers):
+    [(_, sql, note, generated, _)] = list(handlers.generate_live(EXAMPLE, "shop", None, "", " ", "", None))
+    assert note == "❌ Type a question first." and generated == "" and sql == gr.skip()

@@ -23,6 +23,7 @@ def test_exactly_the_four_endpoints_are_public(client):
         "schema", "question", "model", "database", "mode", "execute"
     ]
     assert [p["parameter_name"] for p in endpoints["/ask"]["parameters"]][-1] == "mode"
+    assert "defaults to:   )" not in client.view_api(print_info=False, return_format="str")  # no blank defaults
     assert [p["parameter_name"] for p in endpoints["/compare"]["parameters"]][-1] == "mode"
 
 

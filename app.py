@@ -197,17 +197,16 @@ def wire_ask(demo: gr.Blocks, ui: SimpleNamespace, handlers: Handlers, workspace
              generation_events: dict) -> None:
     generated = gr.State("")  # the model's SQL as written: what runs while the box shows it formatted
     clear = {"fn": handlers.clear_answer, "inputs": None, "outputs": ui.answer, "queue": False, **PRIVATE}
-    show_schema = {"fn": handlers.show_schema, "inputs": [*ui.source, workspace],
-                   "outputs": [workspace, ui.summary, ui.ddl], **PRIVATE}
+    # A new database makes every note about the last one stale: choose_database clears them.
+    choose_database = {"fn": handlers.choose_database, "inputs": [*ui.source, workspace],
+                       "outputs": [workspace, ui.summary, ui.ddl, *ui.answer], **PRIVATE}
     ui.kind.change(handlers.source_controls, ui.kind, [ui.example, ui.upload, ui.schema_text], **PRIVATE
-                   ).then(**clear).then(**show_schema)
-    # A new database makes every note about the last one stale; a refused upload fails before
-    # show_schema runs, so the summary is emptied first.
-    ui.example.change(**clear).then(**show_schema)
-    ui.upload.change(lambda: ("", ""), None, [ui.summary, ui.ddl], queue=False, **PRIVATE
-                     ).then(**clear).then(**show_schema)
-    ui.schema_text.blur(**clear).then(**show_schema)
-    demo.load(**show_schema)
+                   ).then(**choose_database)
+    ui.example.change(**choose_database)
+    # A refused upload fails before its handler runs: the old summary is emptied first.
+    ui.upload.change(lambda: ("", ""), None, [ui.summary, ui.ddl], queue=False, **PRIVATE).then(**choose_database)
+    ui.schema_text.blur(**choose_database)
+    demo.load(**choose_database)
     ui.sql.input(handlers.sql_edited, None, [ui.note, ui.candidates], queue=False, trigger_mode="once", **PRIVATE)
 
     # Generation reports problems in the note rather than raising: Gradio's "Error" badge would

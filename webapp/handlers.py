@@ -119,6 +119,11 @@ class Handlers:
         self.service.database_chosen(database)
         return workspace, schema_summary(database), database.schema.to_ddl()
 
+    def choose_database(self, kind, example, upload, text, workspace):
+        """``show_schema`` for a newly chosen database, and ``clear_answer``: in one step, so no
+        later step of the same event can finish after another event's."""
+        return *self.show_schema(kind, example, upload, text, workspace), *self.clear_answer()
+
     @staticmethod
     def clear_answer():
         """(note, candidates, status, table, csv, bars, line) emptied: a new action's first step,

@@ -413,6 +413,13 @@ def test_clear_answer_empties_every_note_and_result():
     assert note == status == "" and not any(u["visible"] for u in (candidates, table, csv, bars, line))
 
 
+def test_choosing_a_database_shows_its_schema_and_clears_the_last_answer(handlers):
+    workspace, summary, ddl, note, candidates, status, table, *_ = handlers.choose_database(
+        EXAMPLE, "school", None, "", None)
+    assert summary.startswith("**school.sqlite**") and "CREATE TABLE students" in ddl
+    assert note == status == "" and table["visible"] is False and candidates["visible"] is False
+
+
 def test_best_of_k_progress_names_each_stage_and_counts_the_checks(handlers, fake_models, monkeypatch):
     monkeypatch.setenv("TEXT2SQL_BEST_OF_K", "2")
     fake_models.enqueue("SELECT nme FROM customers", "SELECT nam FROM customers", "SELECT name FROM customers",

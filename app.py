@@ -147,8 +147,8 @@ def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
             ui.status = gr.Markdown(elem_id="status")
             ui.table = gr.Dataframe(interactive=False, label="Result", max_height=420, elem_id="result",
                                     buttons=["copy", "fullscreen"], visible=False)
-            ui.bars = gr.BarPlot(visible=False, elem_id="result-bars", sort="-y", height=300)
-            ui.line = gr.LinePlot(visible=False, elem_id="result-line", height=300)
+            ui.bars = gr.BarPlot(visible=False, elem_id="result-bars", sort="-y", height=360)
+            ui.line = gr.LinePlot(visible=False, elem_id="result-line", height=360)
     ui.examples = gr.Examples(
         [[e.name, q.question] for e in examples.examples for q in e.questions],
         inputs=[ui.example, ui.question],

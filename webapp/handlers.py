@@ -227,8 +227,8 @@ class Handlers:
         if chart:
             kind_of_chart, frame, x, y = chart
             low, high = min(0, frame[y].min()), max(0, frame[y].max())  # bars start at zero, or they mislead
-            update = gr.update(value=frame, x=x, y=y, y_lim=[low, high * 1.05 or 1], visible=True,
-                               label=f"{y} by {x}", show_label=True)
+            # No label above the plot: in its fixed-height block it would push the x axis out of view.
+            update = gr.update(value=frame, x=x, y=y, y_lim=[low, high * 1.05 or 1], visible=True, show_label=False)
             no_bars, no_line = (update, no_line) if kind_of_chart == "bar" else (no_bars, update)
         return workspace, table, status, gr.update(value=str(csv), visible=True), no_bars, no_line
 

@@ -227,9 +227,11 @@ def test_generate_best_of_k_shows_the_candidates_and_how_the_vote_went(handlers,
     assert sql == "SELECT MAX(price) FROM products" and generated == "SELECT max(price) FROM products"
     assert "Best of 4 (temperature 0.8): 3 of 4 candidates ran, 2 of them agree on this result." in note
     frame = candidates["value"]
-    assert candidates["visible"] is True and list(frame.columns) == ["#", "votes", "log-lik.", "SQL", "problem"]
-    assert candidates["column_widths"] == ["8%", "10%", "11%", "36%", "36%"]
+    assert candidates["visible"] is True
+    assert list(frame.columns) == ["#", "votes", "log-lik.", "SQL", "problem", "score", "reason"]
+    assert candidates["column_widths"] == ["8%", "10%", "11%", "21%", "21%", "9%", "21%"]
     assert frame["votes"].tolist() == [2, 2, 0, 1]
+    assert frame["reason"][0] == "2 of 3 votes"  # the vote's own score and reason (TEXT2SQL_SELECTION_RULE)
     assert frame["problem"][2].startswith("no such column: prize")
 
 

@@ -16,15 +16,9 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 from benchmarks.latency import percentile, pick_questions
-
-
-def cpu_kind() -> str:
-    """The CPU features the project's figures name (avx2 / avx512f / avx512_bf16 / amx)."""
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "unknown"
+from text2sql import cpu
 
 
 def timed_ask(database, question: str, model, decoding):
@@ -53,7 +47,7 @@ def main() -> None:
     spider, examples = pick_questions(args.questions)
     generator = load_generator(args.model)
     auto = Decoding.auto(args.k)
-    print(f"model {generator.spec.name}, dtype {generator.base.dtype}, {args.threads} threads, CPU flags: {cpu_kind()}, "
+    print(f"model {generator.spec.name}, dtype {generator.base.dtype}, {args.threads} threads, {cpu.summary()}, "
           f"load average at start {os.getloadavg()[0]:.1f}; {auto.describe()}")
     timed_ask(Database.from_file(spider.db_path(examples[0].db_id)), examples[0].question, args.model, Decoding())
     greedy_times, auto_times, escalated = [], [], 0  # the untimed ask above took the first call's one-off costs

@@ -28,7 +28,7 @@ from gradio.utils import NamedString
 from text2sql.registry import default_registry
 from text2sql.settings import get_settings
 from webapp.api import GENERATION_EVENTS, ClientAPI, create_app, register_client_api
-from text2sql.selection import GREEDY
+from text2sql.selection import AUTO
 from webapp.handlers import Handlers, decoding_choices
 from webapp.service import MAX_COMPARED, GenerationLimit, Service
 from webapp.sources import EXAMPLE, SOURCES, UPLOAD_TYPES, ExampleDatabases, Workspace
@@ -39,6 +39,13 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 CSS = """
 .gradio-container { max-width: 1280px !important; margin: auto; }
 #title h1 { margin-bottom: 0; }
+/* The copy/download buttons float over a code box's top right corner: keep text clear of them. */
+.sql-box .cm-content { padding-right: 4.5em !important; }
+/* A phone stacks the columns: the question first, and a schema that scrolls instead of filling the screen. */
+@media (max-width: 700px) {
+  #ask-main { flex-direction: column-reverse; }
+  #ddl .cm-editor { max-height: 14em !important; overflow: auto; }
+}
 """
 INTRO = """# text2sql
 Ask a SQLite database a question in plain English. A small code model writes the SQL, a
@@ -56,7 +63,9 @@ ABOUT = """## How it works
 3. **Model.** *Fast*: greedy decoding. *Best of {k}*: the greedy answer and {k_minus_1} more drawn at
    temperature {temperature:g}; each is checked against the schema and run in the sandbox, and the
    answer is the most likely query among those returning the most common result (if none runs,
-   the model gets SQLite's error once to fix its query). Only the first SQL statement is kept.
+   the model gets SQLite's error once to fix its query). *Auto* (the default): the greedy answer,
+   checked the same way; only when it fails or returns no rows, best of {auto_k}. Only the first
+   SQL statement is kept.
 4. **Sandbox.** The SQL runs on a read-only, locked-down SQLite connection: only `SELECT`, no
    `ATTACH`, stopped after {timeout:g} s, at most {rows:,} rows.
 
@@ -70,8 +79,10 @@ folder for your session, never modified, and deleted when your session ends.
 """
 
 APIS = """## Use it from code
-* **REST:** `POST /generate_sql` with `{"schema": "...", "question": "...", "model": "...", "mode": "greedy" | "best-of-k"}` returns
-  `{"sql", "execution_time_ms", "model"}`; `GET /health`, `GET /models`; OpenAPI docs at [/docs](/docs).
+* **REST:** `POST /generate_sql` with `{"schema": "..." or "database": "shop", "question": "...", "model": "...",
+  "mode": "auto" | "greedy" | "best-of-k", "execute": false}` returns `{"sql", "execution_time_ms", "model", "valid",
+  "error", "decoding"}` (and the rows with `"execute": true`); `GET /health`, `GET /models`, `GET /databases`;
+  OpenAPI docs at [/docs](/docs).
 * **gradio_client:** `/generate_sql`, `/run_sql`, `/ask`, `/compare` (see *Use via API* at the foot of the page).
 """
 
@@ -94,16 +105,16 @@ PRIVATE = {"api_visibility": "private"}
 
 
 def decoding_radio(elem_id: str) -> gr.Radio:
-    """Fast (greedy) or Best of k: k candidates checked in the sandbox, the answer chosen by a vote."""
-    return gr.Radio(decoding_choices(), value=GREEDY, label="Decoding", scale=2, elem_id=elem_id,
-                    info="Best of k: several candidates, run and voted on (slower)")
+    """Auto (greedy; best of k when that fails or returns nothing), Fast (greedy) or Best of k."""
+    return gr.Radio(decoding_choices(), value=AUTO, label="Decoding", scale=2, elem_id=elem_id,
+                    info="Auto: one answer, and more candidates only when it fails or returns nothing")
 
 
 def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
     """The Ask tab's components: the database on the left, question, SQL and result on the right."""
     registry = default_registry()
     ui = SimpleNamespace()
-    with gr.Row(equal_height=False):
+    with gr.Row(equal_height=False, elem_id="ask-main"):
         with gr.Column(scale=2):
             gr.Markdown("### 1. Database")
             ui.kind = gr.Radio(SOURCES, value=EXAMPLE, show_label=False, elem_id="source-kind")
@@ -115,7 +126,8 @@ def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
                                                     "\n\nor\n\nTable: users\nColumns: id, name, age")
             ui.summary = gr.Markdown(elem_id="schema-summary")
             with gr.Accordion("Schema the model sees", open=True):
-                ui.ddl = gr.Code(language="sql", interactive=False, show_label=False, max_lines=28, wrap_lines=True)
+                ui.ddl = gr.Code(language="sql", interactive=False, show_label=False, max_lines=28, wrap_lines=True,
+                                 elem_id="ddl", elem_classes="sql-box")
         with gr.Column(scale=3):
             gr.Markdown("### 2. Question")
             ui.question = gr.Textbox(label="Question", placeholder="e.g. Which customer has placed the most orders?",
@@ -125,9 +137,9 @@ def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
                 ui.mode = decoding_radio("mode")
                 ui.generate = gr.Button("Generate SQL", variant="primary", scale=1, elem_id="generate")
             ui.sql = gr.Code(language="sql", interactive=True, lines=4, elem_id="sql", wrap_lines=True,
-                             label="SQL (edit it and press Run)")
+                             label="SQL (edit it and press Run)", elem_classes="sql-box")
             ui.note = gr.Markdown(elem_id="note")
-            ui.candidates = gr.Dataframe(interactive=False, label="Candidates (best of k): the vote picked the SQL above",
+            ui.candidates = gr.Dataframe(interactive=False, label="Candidates: the vote picked the SQL above",
                                          visible=False, wrap=True, elem_id="candidates", max_height=300)
             with gr.Row():
                 ui.run = gr.Button("Run", variant="secondary", elem_id="run", scale=0, min_width=120)
@@ -135,6 +147,8 @@ def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
             ui.status = gr.Markdown(elem_id="status")
             ui.table = gr.Dataframe(interactive=False, label="Result", max_height=420, elem_id="result",
                                     buttons=["copy", "fullscreen"], visible=False)
+            ui.bars = gr.BarPlot(visible=False, elem_id="result-bars", sort="-y", height=360)
+            ui.line = gr.LinePlot(visible=False, elem_id="result-line", height=360)
     ui.examples = gr.Examples(
         [[e.name, q.question] for e in examples.examples for q in e.questions],
         inputs=[ui.example, ui.question],
@@ -143,29 +157,31 @@ def ask_tab(examples: ExampleDatabases, settings) -> SimpleNamespace:
         examples_per_page=9,
     )
     ui.source = [ui.kind, ui.example, ui.upload, ui.schema_text]
+    ui.answer = [ui.note, ui.candidates, ui.status, ui.table, ui.csv, ui.bars, ui.line]  # Handlers.clear_answer
     return ui
 
 
-def compare_tab() -> SimpleNamespace:
+def compare_tab(handlers: Handlers) -> SimpleNamespace:
     """The Compare tab's components: question, models, one column per model, the leaderboard."""
-    models = default_registry().names()
     ui = SimpleNamespace()
     gr.Markdown("Ask several models the same question about the database chosen in the **Ask** tab.")
     ui.database = gr.Markdown()
     with gr.Row(equal_height=True):
         ui.question = gr.Textbox(label="Question", scale=3, elem_id="compare-question")
-        ui.models = gr.CheckboxGroup(models, value=models[:MAX_COMPARED], scale=2, label=f"Models (2 to {MAX_COMPARED})")
+        ui.models = gr.CheckboxGroup(default_registry().names(), value=handlers.compare_defaults(), scale=2,
+                                     label=f"Models (2 to {MAX_COMPARED})", elem_id="compare-models")
         ui.mode = decoding_radio("compare-mode")
         ui.compare = gr.Button("Compare", variant="primary", scale=1)
-    ui.agreement = gr.Markdown("Pick 2 to 4 models and press **Compare**.")
-    ui.slots = []  # header, SQL and result for each model
-    with gr.Row(equal_height=False):
-        for _ in range(MAX_COMPARED):
-            with gr.Column(min_width=260):
+    ui.agreement = gr.Markdown("Pick 2 to 4 models and press **Compare**.", elem_id="agreement")
+    ui.slots = []  # column, header, SQL and result for each model; hidden columns leave no gap
+    with gr.Row(equal_height=False, elem_id="compare-results"):
+        for i in range(MAX_COMPARED):
+            with gr.Column(min_width=280, visible=False, elem_classes="compare-slot") as column:
                 ui.slots += [
-                    gr.Markdown(visible=False),
-                    gr.Code(language="sql", interactive=False, show_label=False, visible=False, wrap_lines=True,
-                            lines=2, max_lines=8),
+                    column,
+                    gr.Markdown(),
+                    gr.Code(language="sql", interactive=False, show_label=False, wrap_lines=True, lines=2,
+                            max_lines=12, elem_classes="sql-box", elem_id=f"compare-sql-{i}"),
                     gr.Dataframe(interactive=False, show_label=False, visible=False, max_height=300),
                 ]
     gr.Markdown("## Leaderboard (evaluation runs in `results/`)")
@@ -179,32 +195,36 @@ def compare_tab() -> SimpleNamespace:
 
 def wire_ask(demo: gr.Blocks, ui: SimpleNamespace, handlers: Handlers, workspace: gr.State,
              generation_events: dict) -> None:
-    generated = gr.State(False)  # whether the last Generate produced SQL to run
-    show_schema = {"fn": handlers.show_schema, "inputs": [*ui.source, workspace],
-                   "outputs": [workspace, ui.summary, ui.ddl], **PRIVATE}
+    generated = gr.State("")  # the model's SQL as written: what runs while the box shows it formatted
+    clear = {"fn": handlers.clear_answer, "inputs": None, "outputs": ui.answer, "queue": False, **PRIVATE}
+    # A new database makes every note about the last one stale: choose_database clears them.
+    choose_database = {"fn": handlers.choose_database, "inputs": [*ui.source, workspace],
+                       "outputs": [workspace, ui.summary, ui.ddl, *ui.answer], **PRIVATE}
     ui.kind.change(handlers.source_controls, ui.kind, [ui.example, ui.upload, ui.schema_text], **PRIVATE
-                   ).then(**show_schema)
-    ui.example.change(**show_schema)
-    ui.upload.change(**show_schema)
-    ui.schema_text.blur(**show_schema)
-    demo.load(**show_schema)
+                   ).then(**choose_database)
+    ui.example.change(**choose_database)
+    # A refused upload fails before its handler runs: the old summary is emptied first.
+    ui.upload.change(lambda: ("", ""), None, [ui.summary, ui.ddl], queue=False, **PRIVATE).then(**choose_database)
+    ui.schema_text.blur(**choose_database)
+    demo.load(**choose_database)
+    ui.sql.input(handlers.sql_edited, None, [ui.note, ui.candidates], queue=False, trigger_mode="once", **PRIVATE)
 
     # Generation reports problems in the note rather than raising: Gradio's "Error" badge would
     # cover the SQL box and stop the user from editing it.
     def generate_then_run(trigger) -> None:
-        trigger(
-            handlers.generate, [*ui.source, ui.question, ui.model, workspace, ui.mode],
+        trigger(**clear).then(
+            handlers.generate_live, [*ui.source, ui.question, ui.model, workspace, ui.mode],
             [workspace, ui.sql, ui.note, generated, ui.candidates],
-            show_progress_on=[ui.sql], **generation_events, **PRIVATE,
-        ).then(handlers.run_generated, [generated, *ui.source, ui.sql, workspace],
-               [workspace, ui.table, ui.status, ui.csv], show_progress_on=[ui.status], **PRIVATE)
+            show_progress_on=[ui.note], **generation_events, **PRIVATE,  # not over the SQL being written
+        ).then(handlers.run_generated, [generated, *ui.source, workspace],
+               [workspace, ui.table, ui.status, ui.csv, ui.bars, ui.line], show_progress_on=[ui.status], **PRIVATE)
 
     generate_then_run(ui.generate.click)
     generate_then_run(ui.question.submit)
     # A clicked example fills in the database and the question; make the example the source, then ask.
     generate_then_run(ui.examples.load_input_event.then(lambda: EXAMPLE, None, ui.kind, **PRIVATE).then)
-    ui.run.click(handlers.run, [*ui.source, ui.sql, workspace], [workspace, ui.table, ui.status, ui.csv],
-                 show_progress_on=[ui.status], **PRIVATE)
+    ui.run.click(handlers.run, [*ui.source, ui.sql, workspace, generated],
+                 [workspace, ui.table, ui.status, ui.csv, ui.bars, ui.line], show_progress_on=[ui.status], **PRIVATE)
 
 
 def wire_compare(demo: gr.Blocks, ui: SimpleNamespace, ask: SimpleNamespace, handlers: Handlers,
@@ -231,11 +251,12 @@ def build_demo(handlers: Handlers, client_api: ClientAPI, examples: ExampleDatab
             with gr.Tab("Ask", id="ask"):
                 ask = ask_tab(examples, settings)
             with gr.Tab("Compare models", id="compare"):
-                compare = compare_tab()
+                compare = compare_tab(handlers)
             with gr.Tab("About", id="about") as about:
                 gr.Markdown(ABOUT.format(
                     samples=settings.sample_values, timeout=settings.query_timeout_s, rows=settings.max_rows,
                     k=settings.best_of_k, k_minus_1=settings.best_of_k - 1, temperature=settings.sampling_temperature,
+                    auto_k=settings.auto_k,
                     upload_mb=settings.max_upload_bytes // 2**20, models=handlers.models_markdown(),
                 ))
                 loaded = gr.Markdown(handlers.loaded_models_markdown())
@@ -262,23 +283,54 @@ def create(results_dir: Path = RESULTS_DIR, work_dir: Path | None = None):
     service = Service(limit=GenerationLimit.from_settings())
     handlers = Handlers(service, examples, work_dir / "uploads", Path(results_dir))
     demo = build_demo(handlers, ClientAPI(service, work_dir / "uploads"), examples)
-    return demo, create_app(demo, service, on_shutdown=cleanups, theme=THEME, css=CSS), service
+    return demo, create_app(demo, service, examples, on_shutdown=cleanups, theme=THEME, css=CSS), service
 
 
 demo, app, service = create()
+
+
+def quiet_console() -> None:
+    """Keep the server's console to what matters. Dropped: notices about things this app never
+    uses (bitsandbytes' missing 4-bit CPU kernels, imported through peft), deprecation warnings
+    raised inside transformers and peft, weight-loading progress bars and uvicorn's start-up
+    chatter. Errors still print."""
+    import logging
+    import warnings
+
+    import huggingface_hub
+    import transformers
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\.|$)")
+
+
+def announce_when_ready(url: str) -> None:
+    """Load the default model, then print the one line that says the app can answer (or why not)."""
+    seconds = service.warm_up()
+    if seconds is None:
+        print(f"text2sql at {url} can't answer: {service.load_error} (/health says 503)", flush=True)
+    else:
+        name = service.readiness()["default_model"]
+        print(f"text2sql is ready at {url} ({name} loaded in {seconds:.0f} s)", flush=True)
 
 
 def main() -> None:
     """Serve the app with uvicorn (benchmarks/serve.py calls this too, after registering a fake model)."""
     import uvicorn
 
+    quiet_console()
+    host = os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0")
+    port = int(os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860)
+    url = f"http://{'localhost' if host == '0.0.0.0' else host}:{port}/"
     # Load the default model in the background, so the first question doesn't wait for it.
-    threading.Thread(target=service.load, daemon=True, name="warm-up").start()
+    threading.Thread(target=announce_when_ready, args=(url,), daemon=True, name="warm-up").start()
     # Without a grace limit one open browser tab holds a SIGTERM off until SIGKILL, and the
     # uploads' private copies are never deleted.
-    uvicorn.run(app, host=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
-                port=int(os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860),
-                timeout_graceful_shutdown=get_settings().shutdown_grace_s)
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=get_settings().shutdown_grace_s,
+                log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

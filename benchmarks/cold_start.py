@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.latency import cpu_description
 from benchmarks.serve import ServerProcess
+from text2sql import cpu
 
 SCHEMA_DB = "concert_singer"
 QUESTIONS = ("How many singers do we have?", "What are the names of the stadiums without any concerts?")
@@ -56,7 +56,7 @@ def main() -> None:
     from text2sql.spider import Spider
 
     schema = Database.from_file(Spider().db_path(SCHEMA_DB)).schema.to_ddl()
-    print(f"CPU: {cpu_description()}; {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
+    print(f"{cpu.summary()}; {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
     for engine_name in args.engines.split(","):
         row = measure(engine_name, args.threads, schema)
         print(f"{engine_name:14s} /health after {row['health']:.1f} s; first answer {row['first answer']:.1f} s after the "

@@ -5,9 +5,10 @@ bf16 is native on CPUs with AVX512-BF16 or AMX (``text2sql.cpu``) and emulated, 
 than fp32, on AVX2-only ones: that is why ``TEXT2SQL_DTYPE=auto`` and the CPU training backend
 choose by CPU kind. This measures what the choice is worth where bf16 is native.
 
-* Latency: the default registry model answers the same Spider dev questions (one per database,
-  so each one pays its schema prefill, as a new visitor does) through ``text2sql.pipeline.ask``,
-  loaded once with ``TEXT2SQL_DTYPE=bfloat16`` and once with ``float32``.
+* Latency: the default registry model on the transformers engine (llama.cpp runs its quantized
+  weights whatever the CPU) answers the same Spider dev questions (one per database, so each one
+  pays its schema prefill, as a new visitor does) through ``text2sql.pipeline.ask``, loaded once
+  with ``TEXT2SQL_DTYPE=bfloat16`` and once with ``float32``.
 * Training: ``training.train`` with the CPU recipe on the same packs (same examples, seed and
   packing) for a few steps, with bf16 autocast and bf16 weights as the ``lora-cpu`` backend
   picks them on such a CPU, and in fp32 (``TEXT2SQL_CPU_FLAGS`` without bf16: the AVX2 branch);
@@ -158,7 +159,8 @@ def main() -> None:
     print(cpu.summary(), f"| load average {record['load_average_at_start']}", flush=True)
     if not options.skip_latency:
         for dtype in ("bfloat16", "float32"):
-            record["latency"][dtype] = in_child("latency", {"TEXT2SQL_DTYPE": dtype}, options, [])
+            env = {"TEXT2SQL_DTYPE": dtype, "TEXT2SQL_ENGINE": "transformers"}
+            record["latency"][dtype] = in_child("latency", env, options, [])
             print(f"latency {dtype}: {json.dumps(record['latency'][dtype])}", flush=True)
         bf16, fp32 = record["latency"]["bfloat16"], record["latency"]["float32"]
         record["latency"]["fp32_over_bf16_p50"] = round(fp32["ask_p50_s"] / bf16["ask_p50_s"], 2)

@@ -58,12 +58,14 @@ def main() -> None:
     spider, examples = pick_questions(args.questions, args.per_db)
     generator = load_generator(args.model)
     import text2sql
+    from text2sql import cpu
 
     print(f"text2sql from {Path(text2sql.__file__).parent}")
     print(
         f"model {generator.spec.name} ({generator.origin}), dtype {generator.base.dtype}, "
         f"{torch.get_num_threads()} threads, load average at start {os.getloadavg()[0]:.1f}"
     )
+    print(cpu.summary())
     plain_seconds = batched_seconds = 0.0
     differences = []
     for db_id, group in itertools.groupby(examples, key=lambda e: e.db_id):

@@ -23,9 +23,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+from text2sql import cpu
+
+
 KINDS = ("new database", "after a warm-up", "next question, same database")
 
 
@@ -46,16 +47,6 @@ def pick_questions(n: int):
     pairs = [(examples[0], examples[len(examples) // 2]) for examples in by_db.values() if len(examples) > 1]
     step = max(1, len(pairs) // n)
     return spider, pairs[::step][:n]
-
-
-def cpu_description() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    return f"{model}; flags: {' '.join(f for f in CPU_FLAGS if f in flags) or 'none of ' + ', '.join(CPU_FLAGS)}"
 
 
 def time_engine(engine_name: str, model: str | None, spider, pairs, best_of: int | None) -> dict[str, list[float]]:
@@ -106,7 +97,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     spider, pairs = pick_questions(args.questions)
-    print(f"CPU: {cpu_description()}; {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
+    print(f"{cpu.summary()}; {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
     engines = args.engines.split(",")
     results = {name: time_engine(name, args.model, spider, pairs, args.best_of) for name in engines}
 

@@ -6,8 +6,8 @@ that assert it.
     python -m benchmarks.security_report          # about 5 minutes on 2 cores; exit 1 if any check fails
 
 Every count is a pytest case that passed: for SQL, the statement was refused or stopped in time
-and the database file and its folder are byte-for-byte unchanged (REST: returned as text, the
-sandbox never called); for files, the file was refused with a reason or read safely, nothing
+and the database file and its folder are byte-for-byte unchanged (REST on a pasted schema:
+returned as text, only compiled with EXPLAIN in the sandbox); for files, the file was refused with a reason or read safely, nothing
 was written beside it or left in the app's folders, and the server still answers.
 """
 
@@ -37,8 +37,8 @@ SQL_SURFACES = {
         "gradio_client /run_sql (served)",
     ("tests/app/test_hostile_sql.py", "test_a_model_writing_it_through_ask_is_refused_stopped_or_cut_to_a_read", ""):
         "gradio_client /ask, model wrote it",
-    ("tests/app/test_hostile_sql.py", "test_rest_generate_sql_returns_it_as_text_and_never_runs_it", ""):
-        "REST POST /generate_sql (never runs)",
+    ("tests/app/test_hostile_sql.py", "test_rest_generate_sql_returns_it_as_text_and_only_compiles_it", ""):
+        "REST POST /generate_sql (EXPLAIN only)",
 }
 FILE_SURFACES = {
     ("tests/test_hostile_files.py", "test_broken_files_are_refused_with_a_reason"): "core Database.from_file",
@@ -72,8 +72,8 @@ class Outcomes:
 
 def sql_table(results) -> int:
     print(f"Hostile SQL: {len(HOSTILE)} statements (tests/hostile_sql.py). Held: refused or stopped in time "
-          "(/ask: or cut to a plain read by the SQL post-processor; REST: returned as text, the sandbox never "
-          "called), the database file and its folder unchanged.\n")
+          "(/ask: or cut to a plain read by the SQL post-processor; REST: returned as text, only EXPLAINed on the "
+          "pasted schema's empty database), the database file and its folder unchanged.\n")
     print(f"{'surface':42s}{'tried':>7s}{'held':>9s}{'failed':>8s}")
     failures = 0
     for (path, function, prefix), surface in SQL_SURFACES.items():

@@ -101,6 +101,9 @@ def main() -> None:
         output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT).stdout
         runs[method] = json.loads(next(line[7:] for line in output.splitlines() if line.startswith("RESULT ")))
         print(f"{method}: {json.dumps(runs[method])}", flush=True)
+    from text2sql import cpu
+
+    print(cpu.summary())
     print(report(runs))
 
 

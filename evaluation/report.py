@@ -83,7 +83,7 @@ def selection_summary(predictions: list[dict]) -> dict | None:
     repairs = [p["repair"] for p in picked if p.get("repair")]
     return {
         "rule": next((p["selection_rule"] for p in picked if p.get("selection_rule")), None),
-        "candidates_ran_rate": round(sum(c["error"] is None for c in candidates) / len(candidates), 6),
+        "candidates_ran_rate": round(sum(c["error"] is None for c in candidates) / max(1, len(candidates)), 6),
         "questions_without_a_running_candidate": len(repairs),
         "repairs_that_ran": sum(r["error"] is None for r in repairs),
     }
@@ -229,6 +229,8 @@ def _decoding_text(decoding: dict | None, rule: str | None = None) -> str:
     chosen_by = "the learned selector" if rule == "selector" else "majority vote"
     text = (f"best of {decoding['k']}: the greedy answer + {decoding['k'] - 1} drawn at temperature "
             f"{decoding['temperature']:g} (seed {decoding['seed']} + each batch's first id), {chosen_by} over results")
+    if decoding["mode"] == "auto":
+        text = "auto: the greedy answer where it passes the checks and returns rows, else " + text
     if decoding.get("first_k_of"):
         text += f"; the first {decoding['k']} candidates of `{decoding['first_k_of']}`"
     return text

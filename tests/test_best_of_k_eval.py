@@ -1,7 +1,7 @@
 """Best-of-k through the evaluation commands (fake model, real Spider databases): evaluate
 --mode best-of-k records candidates, votes and the decoding; fewer_candidates re-selects a
 smaller k from the same candidates and repairs where needed; vote_rules compares vote rules
-on the saved candidates of one run or several pooled.
+on the saved candidates of one run or several pooled; auto_mode replays auto decoding on them.
 
     python -m pytest tests/test_best_of_k_eval.py -v
 """
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from evaluation import evaluate, fewer_candidates, vote_rules
+from evaluation import auto_mode, evaluate, fewer_candidates, vote_rules
 from tests.conftest import SPIDER
 
 
@@ -186,3 +186,48 @@ def test_vote_rules_refuses_what_it_cannot_compare(tmp_path):
         vote_rules.main([str(tmp_path / "nowhere"), "--spider", str(SPIDER)])
     with pytest.raises(SystemExit, match="--per-run must be at least 1, not 0"):
         vote_rules.main([str(run), "--per-run", "0", "--spider", str(SPIDER)])
+
+
+def test_auto_mode_replays_auto_on_the_saved_candidates(best_of_3_run, fake_model, tmp_path, capsys):
+    fake_model.reset()
+    out = tmp_path / "auto.json"
+    auto_mode.main([str(best_of_3_run), "--k", "2", "3", "--spider", str(SPIDER), "--out", str(out)])
+    assert fake_model.calls == []  # no model: the repair round is not replayed
+    record = json.loads(out.read_text())
+    # dev 0: the greedy answer (the wrong count) returns a row and is kept, though 2 of 3 candidates are right;
+    # dev 1: the greedy answer fails, so auto votes (its first 2 candidates fail too: no repair here);
+    # dev 2: the greedy answer is right and kept
+    assert [q["escalation"] for q in record["questions"]][::2] == [None, None]
+    assert record["questions"][1]["escalation"].startswith("failed: no such column: nme")
+    assert record["escalations"] == {"kept": 2, "failed": 1, "returned no rows": 0, "returned only NULLs": 0,
+                                     "had no SQL in it": 0}
+    by_k = {row["k"]: row for row in record["table"]}
+    assert by_k[2]["ex"] == {"greedy": pytest.approx(1 / 3), "best_of_k": pytest.approx(1 / 3),
+                             "auto": pytest.approx(1 / 3)}
+    assert by_k[3]["ex"] == {"greedy": pytest.approx(1 / 3), "best_of_k": 1.0, "auto": pytest.approx(2 / 3)}
+    assert by_k[2]["escalated_without_a_running_candidate"] == 1 and by_k[3]["escalated_without_a_running_candidate"] == 0
+    assert by_k[3]["mean_candidates_voted_on"] == pytest.approx(5 / 3)
+    assert by_k[2]["mean_sequences"] == pytest.approx(7 / 3) and by_k[3]["mean_sequences"] == pytest.approx(2)
+    assert (by_k[3]["auto_vs_greedy"]["b_only"], by_k[3]["auto_vs_best_of_k"]["a_only"]) == (1, 1)
+    assert "| 3 | 33.3 | 100.0 | 66.7 | 1 (33.3%) | 1.67 | 2.00 |" in capsys.readouterr().out
+
+
+def test_auto_mode_refuses_what_it_cannot_replay(best_of_3_run, tmp_path):
+    with pytest.raises(SystemExit, match="--k must be from 2 to 3 for this run"):
+        auto_mode.main([str(best_of_3_run), "--k", "4", "--spider", str(SPIDER)])
+    with pytest.raises(SystemExit, match="No predictions.jsonl in"):
+        auto_mode.main([str(tmp_path), "--k", "2", "--spider", str(SPIDER)])
+
+
+def test_evaluate_in_auto_mode_escalates_only_where_the_greedy_answer_fails(fake_model, tmp_path):
+    fake_model.enqueue(GOLD_COUNT, "SELECT nme FROM singer", "SELECT nme FROM singer", GOLD_COUNT, GOLD_ORDER)
+    out = tmp_path / "auto"
+    evaluate.main(["--model", "fake", "--spider", str(SPIDER), "--out", str(out), "--batch-size", "2", "--workers", "1",
+                   "--limit", "3", "--mode", "auto", "--k", "2"])
+    assert fake_model.calls == [("sample", 2, 1), ("sample", 1, 2), ("sample", 1, 1)]
+    predictions = lines(out / "predictions.jsonl")
+    assert [len(p["candidates"]) for p in predictions] == [0, 2, 0]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ex"] == 1.0 and metrics["decoding"]["mode"] == "auto"
+    assert "| decoding | auto: the greedy answer where it passes the checks and returns rows, else best of 2" in (
+        out / "report.md").read_text()

@@ -144,7 +144,8 @@ def test_ask_best_of_k_json_lists_the_candidates(awkward_db, fake_model, capsys)
                        "SELECT name FROM person WHERE id = 2", "SELECT nme FROM person")  # the last two: repairs
     assert main(["ask", "--db", str(awkward_db), "--mode", "best-of-k", "--k", "2", "--json", "Who?"]) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert payload["decoding"] == {"mode": "best-of-k", "k": 2, "temperature": 0.8, "seed": 0}
+    assert payload["decoding"] == {"mode": "best-of-k", "k": 2, "temperature": 0.8, "seed": 0, "answered_by": "best-of-k",
+                                   "escalation": None}
     assert [c["sql"] for c in payload["candidates"]] == ["SELECT nme FROM person", "SELECT nmae FROM person"]
     assert all(c["error"].startswith("no such column") for c in payload["candidates"])
     assert payload["repair"]["sql"] == payload["sql"] == "SELECT name FROM person WHERE id = 2"
@@ -154,3 +155,24 @@ def test_ask_best_of_k_json_lists_the_candidates(awkward_db, fake_model, capsys)
 def test_ask_with_a_bad_k_exits_1(awkward_db, fake_model, capsys):
     assert main(["ask", "--db", str(awkward_db), "--mode", "best-of-k", "--k", "1", "Who?"]) == 1
     assert "Best-of-k needs k between 2 and 32, not 1." in capsys.readouterr().err
+
+
+def test_ask_auto_keeps_a_greedy_answer_that_returns_rows(awkward_db, fake_model, capsys):
+    fake_model.enqueue("SELECT name FROM person WHERE id = 1")
+    assert main(["ask", "--db", str(awkward_db), "--mode", "auto", "--json", "Who is person 1?"]) == 0
+    assert fake_model.calls == [("sample", 1, 1)]
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["rows"] == [["Ann"]] and payload["candidates"] == []
+    assert payload["decoding"] == {"mode": "auto", "k": 8, "temperature": 0.8, "seed": 0, "answered_by": "greedy",
+                                   "escalation": None}
+
+
+def test_ask_auto_escalates_when_the_greedy_sql_fails_and_says_why(awkward_db, fake_model, capsys):
+    fake_model.enqueue("SELECT nme FROM person",  # greedy, then best of 2
+                       ("SELECT nme FROM person", -0.1), ("SELECT name FROM person WHERE id = 2", -1.0))
+    assert main(["ask", "--db", str(awkward_db), "--mode", "auto", "--k", "2", "Who is person 2?"]) == 0
+    assert fake_model.calls == [("sample", 1, 1), ("sample", 1, 2)]
+    captured = capsys.readouterr()
+    assert captured.out.startswith("SELECT name FROM person WHERE id = 2\n") and "Bob" in captured.out
+    assert ("note: Auto: the greedy answer failed: no such column: nme (not a column of person") in captured.err
+    assert "so 2 candidates were voted on. Best of 2 (temperature 0.8): 1 of 2 candidates ran" in captured.err

@@ -117,19 +117,21 @@ def test_wilson_interval_matches_a_known_value():
     assert wilson_interval(1.0, 20)[1] == 1.0
 
 
-def test_chart_has_a_bar_per_run_and_level_with_ci_error_bars(results_dir):
+def test_chart_has_a_bar_per_run_best_at_the_top_coloured_by_model(results_dir):
     results = load_results(results_dir)
     figure = leaderboard_chart(results)
     axes = figure.axes[0]
-    assert [t.get_text() for t in axes.get_xticklabels()] == ["easy", "medium", "hard", "extra", "all"]
-    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["qwen-base", "qwen-lora", "smollm2"]
+    ranked = sorted(results, key=lambda r: r["ex"])
+    assert [t.get_text() for t in axes.get_yticklabels()] == [r["run"] for r in ranked]  # best at the top
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == [r["model"] for r in results]
     bar_groups = [c for c in axes.containers if isinstance(c, BarContainer)]
-    assert [len(group.patches) for group in bar_groups] == [5, 5, 5]
-    lora = bar_groups[1]
-    assert [bar.get_height() for bar in lora.patches] == pytest.approx([90.0, 70.0, 50.0, 30.0, 63.4])
-    # The "all" error bar of the LoRA run spans its own ex_ci95.
-    error_segments = lora.errorbar.lines[2][0].get_segments()
-    assert error_segments[4][0][1] == pytest.approx(60.4) and error_segments[4][1][1] == pytest.approx(66.4)
+    colours = [tuple(group.patches[0].get_facecolor()) for group in bar_groups]
+    assert len(set(colours)) == len(bar_groups)  # one colour per model
+    lora = bar_groups[[r["run"] for r in results].index("qwen-lora")]  # one run per model here
+    assert [bar.get_width() for bar in lora.patches] == pytest.approx([63.4])
+    # The error bar spans the run's own ex_ci95.
+    [segment] = lora.errorbar.lines[2][0].get_segments()
+    assert (segment[0][0], segment[1][0]) == pytest.approx((60.4, 66.4))
 
 
 def test_chart_renders_to_png(results_dir, tmp_path):
@@ -137,3 +139,10 @@ def test_chart_renders_to_png(results_dir, tmp_path):
     leaderboard_chart(load_results(results_dir)).savefig(target)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     leaderboard_chart([]).savefig(tmp_path / "empty.png")
+
+
+def test_decoding_labels_name_auto_with_the_k_it_escalates_to():
+    from text2sql.leaderboard import decoding_label
+
+    assert decoding_label({"mode": "auto", "k": 8, "temperature": 0.8, "seed": 0}) == "auto, best of 8 (T 0.8)"
+    assert decoding_label({"mode": "greedy"}) == decoding_label(None) == "greedy"

@@ -110,3 +110,11 @@ def test_candidates_that_agree_so_far_share_one_row(generator, temperature):
 def test_k_below_one_is_refused(generator):
     with pytest.raises(ValueError, match="k must be at least 1"):
         generator.sample(PROMPTS, k=0, temperature=1.0, seed=0)
+
+
+def test_on_text_hears_the_first_completion_grow_to_its_final_text(generator):
+    heard = []
+    [[first, *_], _] = generator.sample(PROMPTS, k=3, temperature=1.0, seed=0, on_text=heard.append)
+    assert len(heard) > 1 and heard[-1] == first.text
+    streamed = []
+    assert generator.generate(PROMPTS[:1], on_text=streamed.append) == [streamed[-1]]

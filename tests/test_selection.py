@@ -11,8 +11,8 @@ import pytest
 
 from tests.conftest import build_db
 from text2sql.engine import load_generator
-from text2sql.pipeline import Database, answer_batch, ask
-from text2sql.selection import BEST_OF_K, GREEDY, Candidate, Decoding, check_candidates, choose
+from text2sql.pipeline import Database, answer_batch, ask, how_answered
+from text2sql.selection import AUTO, BEST_OF_K, GREEDY, Candidate, Decoding, check_candidates, choose
 
 
 SINGERS_SQL = """
@@ -214,7 +214,8 @@ def test_the_time_reported_is_each_questions_share_of_sampling_and_checks(fake_m
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ({"mode": "beam"}, "Unknown decoding mode 'beam'; choose one of: greedy, best-of-k."),
+        ({"mode": "beam"}, "Unknown decoding mode 'beam'; choose one of: greedy, best-of-k, auto."),
+        ({"mode": AUTO, "k": 1}, "Auto needs k between 2 and 32, not 1."),
         ({"mode": BEST_OF_K, "k": 1}, "Best-of-k needs k between 2 and 32, not 1."),
         ({"mode": BEST_OF_K, "k": 33}, "Best-of-k needs k between 2 and 32, not 33."),
         ({"mode": BEST_OF_K, "k": 4, "temperature": -1}, "The temperature must not be negative"),
@@ -232,5 +233,69 @@ def test_decoding_from_a_mode_name_uses_the_settings(monkeypatch):
     assert Decoding.from_mode(BEST_OF_K) == Decoding(BEST_OF_K, 6, 0.5)
     assert Decoding.from_mode(BEST_OF_K, k=8, temperature=1.0).as_dict() == {
         "mode": BEST_OF_K, "k": 8, "temperature": 1.0, "seed": 0}
+    monkeypatch.setenv("TEXT2SQL_AUTO_K", "5")
+    assert Decoding.from_mode(AUTO) == Decoding(AUTO, 5, 0.5)
     with pytest.raises(ValueError, match="Unknown decoding mode 'fast'"):
         Decoding.from_mode("fast")
+
+
+# ---------------------------------------------------------------------------
+# Auto: greedy, and best-of-k only where the greedy answer fails or returns nothing
+
+
+def test_auto_keeps_greedy_answers_that_return_rows_and_escalates_the_others_in_one_call(fake_model, database):
+    questions = ["How many singers?", "Singers from Chile?", "Their names?", "Average age in Peru?"]
+    fake_model.enqueue(
+        "SELECT count(*) FROM singer",  # kept
+        "SELECT name FROM singer WHERE country = 'Chile'",  # runs, no rows
+        "SELECT nme FROM singer",  # fails the schema check
+        "SELECT avg(age) FROM singer WHERE country = 'Chile'",  # one row of NULL
+        *[("SELECT name FROM singer WHERE country = 'Chile'", -0.1), ("SELECT name FROM singer", -0.5)],
+        *[("SELECT nme FROM singer", -0.1), ("SELECT name FROM singer", -0.5)],
+        *[("SELECT avg(age) FROM singer WHERE country = 'Chile'", -0.1), ("SELECT avg(age) FROM singer", -0.9)],
+    )
+    answers = answer_batch(load_generator(), database, questions, Decoding(AUTO, 2, 0.8))
+    assert fake_model.calls == [("sample", 4, 1), ("sample", 3, 2)]
+    kept, empty, failed, nulls = answers
+    assert kept.result.rows == [(3,)] and kept.generation.answered_by == GREEDY and kept.generation.candidates == []
+    assert kept.generation.escalation is None
+    assert how_answered(kept.generation) == (
+        "Auto: the greedy answer passed every check, so it was kept; no other candidates were drawn.")
+    assert empty.generation.escalation == "returned no rows" and empty.generation.answered_by == BEST_OF_K
+    assert empty.generation.sql == "SELECT name FROM singer"  # rows first
+    assert failed.generation.escalation.startswith("failed: no such column: nme")
+    assert failed.result.rows == [("Ann",), ("Bob",), ("Cy",)]
+    assert nulls.generation.escalation == "returned only NULLs" and nulls.result.rows == [(32.0,)]
+    assert how_answered(failed.generation).startswith(
+        "Auto: the greedy answer failed: no such column: nme (not a column of singer")
+    assert how_answered(failed.generation).endswith(
+        "so 2 candidates were voted on. Best of 2 (temperature 0.8): 1 of 2 candidates ran, 1 of them agree on this result.")
+    assert all(a.generation.decoding == Decoding(AUTO, 2, 0.8) for a in answers)
+
+
+def test_auto_on_a_pasted_schema_keeps_a_greedy_answer_that_compiles(fake_model):
+    database = Database.from_text("Table: users\nColumns: id, name, age")
+    fake_model.enqueue("SELECT count(*) FROM users WHERE age > 30")
+    answer = ask(database, "How many users are older than 30?", decoding=Decoding(AUTO, 3, 0.8))
+    assert fake_model.calls == [("sample", 1, 1)]
+    assert answer.generation.answered_by == GREEDY and answer.result.ok and answer.result.rows == []
+
+
+def test_auto_runs_the_greedy_answer_under_the_query_time_limit(fake_model, database, monkeypatch):
+    """Not the shorter limit of a best-of-k candidate: greedy mode would have run it for that long."""
+    seen = []
+    original = database.sandbox.run
+    monkeypatch.setattr(database.sandbox, "run", lambda sql, **kw: seen.append(kw.get("timeout_s")) or original(sql, **kw))
+    monkeypatch.setenv("TEXT2SQL_QUERY_TIMEOUT_S", "4.5")
+    fake_model.enqueue("SELECT count(*) FROM singer")
+    ask(database, "How many singers?", decoding=Decoding(AUTO, 2, 0.8))
+    assert seen == [4.5]
+
+
+def test_auto_where_nothing_runs_gets_best_of_ks_repair_round(fake_model, database):
+    fake_model.enqueue("SELECT nme FROM singer", "SELECT nme FROM singer", "SELECT nmae FROM singer",  # greedy, 2 candidates
+                       "SELECT name FROM singer WHERE age > 40", "SELECT nam FROM singer")  # 2 repairs
+    answer = ask(database, "Names of singers over 40?", decoding=Decoding(AUTO, 2, 0.8))
+    assert fake_model.calls == [("sample", 1, 1), ("sample", 1, 2), ("sample", 1, 2)]
+    assert answer.generation.repair.ran and answer.result.rows == [("Bob",)]
+    assert "the model repaired the most likely one, given its error, and it ran." in how_answered(answer.generation)

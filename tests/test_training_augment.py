@@ -271,7 +271,8 @@ def test_held_out_databases_are_never_augmented(tmp_path, spider, train_examples
     """With noise on every record and rewordings, the held-out records are exactly the plain ones."""
     args = DataArguments(spider_dir=str(SPIDER), max_train_examples=60, max_eval_examples=15, schema_noise_share=1.0)
     train, _ = split_by_database(train_examples, args.validation_fraction, 0)
-    trained = [e for e in train if e.db_id == build(args, seed=0).train[0]["db_id"]][:5]
+    trained_db = build(args, seed=0).train[0]["db_id"]
+    trained = [e for e in train if e.db_id == trained_db][:5]
     path = write_lines(tmp_path / "r.jsonl", [
         {"id": e.id, "db_id": e.db_id, "question": e.question, "reworded": f"reworded {e.id}"} for e in trained
     ])

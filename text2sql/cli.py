@@ -5,6 +5,7 @@
     Columns: id, name, age" "How many users are older than 30?"
     text2sql ask --db my.db --json "..."        # {"sql", "raw", "chatty", "model", ...}
     text2sql ask --db my.db --mode best-of-k --k 4 "..."   # 4 candidates, checked, voted (text2sql.selection)
+    text2sql ask --db my.db --mode auto "..."   # greedy; best of k only when that fails or returns no rows
     text2sql run-sql --db my.db "SELECT count(*) FROM singer"
     text2sql models
 
@@ -52,8 +53,8 @@ def _load_database(args):
 
 
 def cmd_ask(args) -> int:
-    from text2sql.pipeline import ask
-    from text2sql.selection import Decoding, how_chosen
+    from text2sql.pipeline import ask, how_answered
+    from text2sql.selection import Decoding
 
     decoding = Decoding.from_mode(args.mode, args.k, args.temperature)
     database = _load_database(args)
@@ -72,7 +73,7 @@ def cmd_ask(args) -> int:
             "error": result.error,
         }
         if not decoding.is_greedy:  # the greedy payload stays as documented
-            payload["decoding"] = decoding.as_dict()
+            payload["decoding"] = generation.decoding_json()
             payload["candidates"] = [c.as_dict() for c in generation.candidates]
             payload["repair"] = generation.repair.as_dict() if generation.repair else None
         print(json.dumps(payload, ensure_ascii=False, default=str))
@@ -80,7 +81,7 @@ def cmd_ask(args) -> int:
         for warning in generation.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if not decoding.is_greedy:
-            print(f"note: {how_chosen(decoding, generation.candidates, generation.repair)}", file=sys.stderr)
+            print(f"note: {how_answered(generation)}", file=sys.stderr)
         print(generation.sql or "(no SQL)")
         if result.ok and database.has_data:
             print()
@@ -156,11 +157,12 @@ def make_parser() -> argparse.ArgumentParser:
     _add_source(ask)
     ask.add_argument("--model", help="registry model name (see `text2sql models`); default: the registry's default")
     ask.add_argument("--mode", choices=MODES, default=GREEDY,
-                     help="greedy (fast), or best-of-k: k candidates checked in the sandbox, the answer chosen by a "
-                          "vote over their results")
-    ask.add_argument("--k", type=int, default=None, help="best-of-k: candidates (default: setting best_of_k, 4)")
+                     help="greedy (fast); best-of-k: k candidates checked in the sandbox, the answer chosen by a "
+                          "vote over their results; auto: greedy, and best-of-k only when the greedy SQL fails a "
+                          "check or returns no rows")
+    ask.add_argument("--k", type=int, default=None, help="best-of-k and auto: candidates (default: setting best_of_k, 4)")
     ask.add_argument("--temperature", type=float, default=None,
-                     help="best-of-k: sampling temperature (default: setting sampling_temperature, 0.8)")
+                     help="best-of-k and auto: sampling temperature (default: setting sampling_temperature, 0.8)")
     ask.add_argument("question")
     ask.set_defaults(handler=cmd_ask)
 

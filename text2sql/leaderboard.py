@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 
@@ -81,9 +82,10 @@ def decoding_label(decoding: dict | None) -> str:
     runs have recorded it since best-of-k existed (as ``evaluation.evaluate`` assumes too)."""
     if not decoding:
         return "greedy"
-    if decoding.get("mode") != "best-of-k":
+    if decoding.get("mode") not in ("best-of-k", "auto"):
         return str(decoding.get("mode", ""))
-    return f"best of {decoding.get('k')} (T {decoding.get('temperature'):g})"
+    text = f"best of {decoding.get('k')} (T {decoding.get('temperature'):g})"
+    return text if decoding["mode"] == "best-of-k" else f"auto, {text}"
 
 
 def cpu_label(kinds: dict[str, int] | None) -> str:
@@ -134,24 +136,28 @@ def _ex_with_ci(result: dict, level: str) -> tuple[float, float, float]:
 
 
 def leaderboard_chart(results: list[dict]) -> Figure:
-    """Grouped bars: execution accuracy per hardness level (and overall) for each run, with 95% CIs."""
-    levels = [*HARDNESS, "all"]
-    figure = Figure(figsize=(9, 4.2), layout="constrained")
+    """One horizontal bar per run, best at the top: overall execution accuracy with its 95% CI,
+    coloured by model (one colour each, named in the legend), the value written beside it.
+    Per-hardness figures are in ``leaderboard_table``: grouped bars of many runs were unreadable."""
+    ranked = sorted(results, key=lambda r: r.get("ex") or 0.0)
+    figure = Figure(figsize=(9, 1.2 + 0.38 * max(1, len(ranked))), layout="constrained")
     axes = figure.add_subplot()
-    width = 0.8 / max(1, len(results))
-    for i, result in enumerate(results):
-        values = [_ex_with_ci(result, level) for level in levels]
-        heights = [100 * ex for ex, _, _ in values]
+    models = list(dict.fromkeys(r.get("model", "") for r in results))
+    palette = colormaps["tab10" if len(models) <= 10 else "tab20"]
+    for model_index, model in enumerate(models):
+        rows = [(i, r) for i, r in enumerate(ranked) if r.get("model", "") == model]
+        values = [_ex_with_ci(r, "all") for _, r in rows]
         errors = [[100 * (ex - low) for ex, low, _ in values], [100 * (high - ex) for ex, _, high in values]]
-        positions = [x + (i - (len(results) - 1) / 2) * width for x in range(len(levels))]
-        axes.bar(positions, heights, width, yerr=errors, capsize=3, label=result["run"])
-    axes.set_xticks(range(len(levels)), levels)
-    axes.set_ylabel("execution accuracy (%)")
-    axes.set_ylim(0, 100)
+        bars = axes.barh([i for i, _ in rows], [100 * ex for ex, _, _ in values], xerr=errors, capsize=3,
+                         color=palette(model_index % palette.N), label=model)
+        axes.bar_label(bars, labels=[f"{100 * ex:.1f}" for ex, _, _ in values], padding=4, fontsize="small")
+    axes.set_yticks(range(len(ranked)), [r["run"] for r in ranked], fontsize="small")
+    axes.set_xlabel("execution accuracy (%)")
+    axes.set_xlim(0, 100)
     splits = {r.get("split") for r in results}
     dataset = f"Spider {splits.pop()}: " if len(splits) == 1 and None not in splits else ""
-    axes.set_title(f"{dataset}execution accuracy by hardness (95% CI)")
+    axes.set_title(f"{dataset}execution accuracy (95% CI)")
     if results:
-        figure.legend(loc="outside right upper", fontsize="small")
-    axes.grid(axis="y", alpha=0.3)
+        axes.legend(title="model", loc="lower right", fontsize="small")
+    axes.grid(axis="x", alpha=0.3)
     return figure

@@ -313,8 +313,11 @@ def _ddl_statements(text: str) -> list[tuple[int, str]]:
         if isinstance(expression, exp.Create) and expression.kind == "INDEX":
             continue  # indexes don't change what the model can query
         if not (isinstance(expression, exp.Create) and expression.kind == "TABLE"):
-            kind = expression.key.upper()
-            raise SchemaError(f"Only CREATE TABLE statements are accepted here (found {kind}).", line=line_no)
+            # The statement's own first words: sqlglot's name for what it parsed ("ALIAS" for
+            # "hello world") means nothing to the person who pasted it.
+            start = " ".join(_strip_sql_comments(chunk).split()[:3])
+            raise SchemaError(f"Only CREATE TABLE statements are accepted here; this one starts '{start}'.",
+                              line=line_no)
         if expression.expression is not None:
             raise SchemaError("CREATE TABLE ... AS SELECT can't be used in a pasted schema.", line=line_no)
         result.append((line_no, _as_sqlite(chunk, expression)))

@@ -25,6 +25,10 @@ repair round when every candidate fails.
    error go back to the model once (``text2sql.prompt.build_repair_messages``); k repairs are
    drawn the way the candidates were, checked, and selected among the same way.
 
+**Auto** (``Decoding.auto``) writes the greedy answer alone and checks it the same way; only
+when ``escalation_reason`` finds it wanting (it fails a check, or returns no rows) is the
+question answered by best-of-k.
+
 ``text2sql.pipeline.answer_batch`` runs these steps; this module holds the pieces.
 
     from text2sql.selection import Decoding
@@ -46,16 +50,17 @@ from text2sql.sqlcheck import check_sql
 from text2sql.sqlout import extract_sql
 
 
-GREEDY, BEST_OF_K = "greedy", "best-of-k"
-MODES = (GREEDY, BEST_OF_K)
+GREEDY, BEST_OF_K, AUTO = "greedy", "best-of-k", "auto"
+MODES = (GREEDY, BEST_OF_K, AUTO)
 VOTE, SELECTOR = "vote", "selector"
 SELECTION_RULES = (SELECTOR, VOTE)
 
 
 @dataclasses.dataclass(frozen=True)
 class Decoding:
-    """How answers are produced: ``greedy`` (one answer), or ``best-of-k`` (``k`` candidates,
-    the first greedy and the rest drawn at ``temperature`` with ``seed``)."""
+    """How answers are produced: ``greedy`` (one answer), ``best-of-k`` (``k`` candidates,
+    the first greedy and the rest drawn at ``temperature`` with ``seed``), or ``auto`` (the
+    greedy answer, and best-of-k only when it fails or returns nothing)."""
 
     mode: str = GREEDY
     k: int = 1
@@ -65,8 +70,8 @@ class Decoding:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"Unknown decoding mode {self.mode!r}; choose one of: {', '.join(MODES)}.")
-        if self.mode == BEST_OF_K and not (2 <= self.k <= 32):
-            raise ValueError(f"Best-of-k needs k between 2 and 32, not {self.k}.")
+        if self.mode != GREEDY and not (2 <= self.k <= 32):
+            raise ValueError(f"{'Best-of-k' if self.mode == BEST_OF_K else 'Auto'} needs k between 2 and 32, not {self.k}.")
         if self.temperature < 0:
             raise ValueError(f"The temperature must not be negative, not {self.temperature}.")
 
@@ -78,6 +83,11 @@ class Decoding:
         return cls(BEST_OF_K, k, temperature, seed)
 
     @classmethod
+    def auto(cls, k: int | None = None, temperature: float | None = None, seed: int = 0) -> Decoding:
+        k = get_settings().auto_k if k is None else k
+        return dataclasses.replace(cls.best_of(k, temperature, seed), mode=AUTO)
+
+    @classmethod
     def from_mode(
         cls, mode: str | None, k: int | None = None, temperature: float | None = None, seed: int = 0
     ) -> Decoding:
@@ -85,16 +95,24 @@ class Decoding:
         default to the settings)."""
         if not mode or mode == GREEDY:
             return cls()
-        if mode != BEST_OF_K:
+        if mode not in MODES:
             cls(mode)  # raises, naming the modes
-        return cls.best_of(k, temperature, seed)
+        return (cls.auto if mode == AUTO else cls.best_of)(k, temperature, seed)
 
     @property
     def is_greedy(self) -> bool:
         return self.mode == GREEDY
 
+    @property
+    def best_of_k(self) -> Decoding:
+        """The best-of-k decoding this one escalates to (auto) or is."""
+        return dataclasses.replace(self, mode=BEST_OF_K)
+
     def describe(self) -> str:
-        return "greedy" if self.is_greedy else f"best of {self.k} (temperature {self.temperature:g})"
+        if self.is_greedy:
+            return "greedy"
+        text = f"best of {self.k} (temperature {self.temperature:g})"
+        return text if self.mode == BEST_OF_K else f"auto: greedy, then {text} when needed"
 
     def as_dict(self) -> dict:
         if self.is_greedy:
@@ -145,17 +163,25 @@ class Candidate:
                 "score": None if self.score is None else round(self.score, 4), "reason": self.reason}
 
 
-def check_candidates(candidates: list[Candidate], schema: Schema, sandbox: Sandbox, has_data: bool) -> None:
+def check_candidates(
+    candidates: list[Candidate], schema: Schema, sandbox: Sandbox, has_data: bool, timeout_s: float | None = None,
+    on_checked: Callable[[int, int], None] | None = None,
+) -> None:
     """Set each candidate's ``error`` or ``result``: parse and resolve, ``EXPLAIN``, then run
-    (only ``EXPLAIN`` when ``has_data`` is False). Identical SQL is checked once."""
+    (only ``EXPLAIN`` when ``has_data`` is False) under ``timeout_s`` (default: the setting
+    ``candidate_timeout_s``). Identical SQL is checked once. ``on_checked(i, n)`` hears each one."""
     checked: dict[str, tuple[str | None, QueryResult | None]] = {}
-    for candidate in candidates:
+    for i, candidate in enumerate(candidates, 1):
         if candidate.sql not in checked:
-            checked[candidate.sql] = _check(candidate.sql, schema, sandbox, has_data)
+            checked[candidate.sql] = _check(candidate.sql, schema, sandbox, has_data, timeout_s)
         candidate.error, candidate.result = checked[candidate.sql]
+        if on_checked:
+            on_checked(i, len(candidates))
 
 
-def _check(sql: str, schema: Schema, sandbox: Sandbox, has_data: bool) -> tuple[str | None, QueryResult | None]:
+def _check(
+    sql: str, schema: Schema, sandbox: Sandbox, has_data: bool, timeout_s: float | None = None
+) -> tuple[str | None, QueryResult | None]:
     if not sql:
         return "The model did not write a SQL query.", None
     problem = check_sql(sql, schema) or sandbox.explain(sql)
@@ -163,7 +189,7 @@ def _check(sql: str, schema: Schema, sandbox: Sandbox, has_data: bool) -> tuple[
         return problem, None
     if not has_data:
         return None, QueryResult(columns=[], rows=[])
-    result = sandbox.run(sql, timeout_s=get_settings().candidate_timeout_s)
+    result = sandbox.run(sql, timeout_s=timeout_s or get_settings().candidate_timeout_s)
     return (result.error, None) if not result.ok else (None, result)
 
 
@@ -257,6 +283,21 @@ def vote_verdicts(groups: list[list[Candidate]]) -> list[Verdict]:
         else:
             verdicts.append(Verdict(len(group) / sum(counted), f"{len(group)} of {sum(counted)} votes"))
     return verdicts
+
+
+def escalation_reason(greedy: Candidate, has_data: bool) -> str | None:
+    """Auto: why the checked greedy answer can't stand alone (None: keep it). It must pass the
+    checks, and on a database with rows return something (rows, not only NULLs): an empty
+    answer is more often a wrong filter or join than a true "none"."""
+    if not greedy.sql:
+        return "had no SQL in it"
+    if greedy.error is not None:
+        return f"failed: {greedy.error}"
+    if has_data and not greedy.result.rows:
+        return "returned no rows"
+    if has_data and not answers_something(greedy.result):
+        return "returned only NULLs"
+    return None
 
 
 def most_likely_failure(candidates: list[Candidate]) -> Candidate:

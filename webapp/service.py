@@ -7,6 +7,7 @@ requests don't pass through it; ``GenerationLimit`` is the one limit all three s
     service = Service(limit=GenerationLimit.from_settings())
     generation = service.generate(database, "How many users?", model=None)
     generation = service.generate(database, "How many users?", decoding=Decoding.best_of())   # text2sql.selection
+    generation, verdict = service.ask(database, "How many users?", decoding=Decoding.auto())
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from text2sql.engine import load_generator
 from text2sql.errors import Text2SQLError
-from text2sql.pipeline import Database, Generation, answer_batch, generate_sql_batch, run_or_check, warm_up
+from text2sql.pipeline import Database, Generation, answer_batch, check_answer, generate_sql_batch, warm_up
 from text2sql.registry import default_registry
 from text2sql.sandbox import QueryResult
 from text2sql.selection import Decoding
@@ -67,7 +69,7 @@ def check_question(question: str) -> None:
         raise ValueError(f"The question is {len(question):,} characters long; the limit is {limit:,}.")
 
 
-def _no_progress(fraction: float, desc: str = "") -> None:
+def _no_progress(progress: float | tuple[int, int] | None, desc: str = "") -> None:
     pass
 
 
@@ -88,51 +90,50 @@ class Service:
     limit: GenerationLimit
     origins: dict[str, str] = dataclasses.field(default_factory=dict)
     """Each model used so far -> where its weights were read from (the About tab shows it)."""
+    load_error: str | None = None
+    """Why the default model could not be loaded at startup (``warm_up``), if it couldn't."""
 
     def generate(
         self, database: Database, question: str, model: str | None = None, progress=_no_progress,
-        decoding: Decoding = Decoding(),
+        decoding: Decoding = Decoding(), on_text: Callable[[str], None] | None = None,
     ) -> Generation:
         """SQL for ``question`` (model None or "": the registry's default). Best-of-k also runs
-        its candidates in ``database``'s sandbox to choose among them. ``progress(fraction,
-        desc=...)`` hears when the model loads (once per process) and when it writes."""
+        its candidates in ``database``'s sandbox to choose among them (auto when needed).
+        ``progress(step, desc=...)``, called as ``gr.Progress`` is, hears each stage: loading the
+        model (once per process), writing, checking candidates ``(i, k)``, repairing; ``step``
+        is None where no fraction is known. ``on_text`` hears the SQL as the model writes it
+        (where its backend can tell)."""
         check_question(question)
         with self.limit.slot():
-            return self._generate(database, question, model, progress, decoding)
+            return self._generate(database, question, model, progress, decoding, on_text)
 
-    def generate_for_text(
+    def ask_for_text(
         self, text: str, question: str, model: str | None = None, decoding: Decoding = Decoding()
-    ) -> Generation:
-        """``generate`` for pasted schema text (REST), parsed inside the limit too: parsing
-        200,000 characters of DDL takes seconds of CPU, and REST has no other queue."""
+    ) -> tuple[Generation, QueryResult]:
+        """``ask`` for pasted schema text (REST), parsed inside the limit too: parsing 200,000
+        characters of DDL takes seconds of CPU, and REST has no other queue. The result is
+        the SQL's check against the schema (there are no rows)."""
         check_question(question)
         check_schema_text(text)
         with self.limit.slot():
-            return self._generate(Database.from_text(text), question, model, _no_progress, decoding)
+            database = Database.from_text(text)
+            generation = self._generate(database, question, model, _no_progress, decoding)
+        return generation, check_answer(database, generation.sql)
 
-    def _generate(self, database: Database, question: str, model: str | None, progress, decoding: Decoding) -> Generation:
+    def _generate(self, database: Database, question: str, model: str | None, progress, decoding: Decoding,
+                  on_text: Callable[[str], None] | None = None) -> Generation:
         name = model or default_registry().default
-        progress(0.05, desc=f"Loading {name} (only the first time it is used)…")
+        if name not in self.origins:
+            progress(None, desc=f"Loading {name} (once: its first question loads it)…")
         generator = self.load(name)
+
+        def stage(desc: str, step: tuple[int, int] | None = None) -> None:
+            progress(step, desc=f"{name}: {desc}…")  # no bar where no fraction is known
+
         if decoding.is_greedy:
-            progress(0.5, desc=f"{name} is writing SQL…")
-            return generate_sql_batch(generator, database.schema, [question])[0]
-        progress(0.5, desc=f"{name} is writing {decoding.k} candidates and checking them…")
-        return answer_batch(generator, database, [question], decoding)[0].generation
-
-    def warm_up(self, database: Database, model: str | None = None) -> threading.Thread:
-        """Start computing ``database``'s prompt prefix with ``model`` (None: the default) in the
-        background, while the visitor types, so the first question is answered warm."""
-        thread = threading.Thread(target=self._warm_up, args=(database, model), daemon=True, name="prefill")
-        thread.start()
-        return thread
-
-    @staticmethod
-    def _warm_up(database: Database, model: str | None) -> None:
-        try:
-            warm_up(database, model or None)
-        except Text2SQLError:  # the model can't load: the question will say so
-            pass
+            stage("writing SQL")
+            return generate_sql_batch(generator, database.schema, [question], on_text)[0]
+        return answer_batch(generator, database, [question], decoding, stage, on_text)[0].generation
 
     def load(self, model: str | None = None):
         """The model's generator (loaded once per process), noting where its weights came from."""
@@ -140,15 +141,50 @@ class Service:
         self.origins[generator.spec.name] = generator.origin
         return generator
 
+    def database_chosen(self, database: Database, model: str | None = None) -> threading.Thread | None:
+        """Start computing ``database``'s prompt prefix (system prompt + schema) with the model
+        (default: the registry's default) in the background, while the visitor types, so the
+        first question is answered warm (``text2sql.pipeline.warm_up``). Only a model already
+        loaded is warmed: choosing a database never loads one. Returns the thread, if one started."""
+        name = model or default_registry().default
+        if name not in self.origins:
+            return None
+        thread = threading.Thread(target=self._prefill, args=(database, name), daemon=True, name="prefill")
+        thread.start()
+        return thread
+
+    @staticmethod
+    def _prefill(database: Database, model: str) -> None:
+        try:
+            warm_up(database, model)
+        except Text2SQLError:  # the question will say what is wrong
+            pass
+
+    def warm_up(self) -> float | None:
+        """Load the default model now (at startup, so the first question doesn't wait); the
+        seconds it took, or None when it can't be loaded (``load_error`` says why)."""
+        started = time.perf_counter()
+        try:
+            self.load()
+        except Text2SQLError as error:
+            self.load_error = str(error)
+            return None
+        return time.perf_counter() - started
+
+    def readiness(self) -> dict:
+        """Whether the default model can answer (``/health``): loaded, or why not yet."""
+        default = default_registry().default
+        loaded = default in self.origins
+        status = "ok" if loaded else "failed" if self.load_error else "loading"
+        return {"status": status, "model_loaded": loaded, "default_model": default, "error": self.load_error}
+
     def ask(
         self, database: Database, question: str, model: str | None = None, progress=_no_progress,
         decoding: Decoding = Decoding(),
     ):
         """(generation, result): the SQL for ``question`` and what it returns (or why not)."""
         generation = self.generate(database, question, model, progress, decoding)
-        if not generation.sql:
-            return generation, QueryResult(columns=[], rows=[], error="The model did not write a SQL query.")
-        return generation, run_or_check(database, generation.sql)
+        return generation, check_answer(database, generation.sql)
 
     def compare(
         self, database: Database, question: str, models: list[str], progress=_no_progress,
@@ -162,7 +198,7 @@ class Service:
         check_question(question)
         comparisons = []
         for i, model in enumerate(models):
-            step = lambda fraction, desc="": progress((i + fraction) / len(models), desc=desc)  # noqa: E731
+            step = lambda _, desc="": progress((i, len(models)), desc=desc)  # noqa: E731  (model i of n)
             try:
                 generation, result = self.ask(database, question, model, step, decoding)
             except Busy:

@@ -41,6 +41,8 @@ class ExampleDatabases:
     def __init__(self, folder: str | os.PathLike):
         self.paths = build_all(folder)
         self.examples: list[Example] = list_examples()
+        self._opened: dict[str, Database] = {}
+        self._lock = threading.Lock()
 
     def names(self) -> list[str]:
         return [example.name for example in self.examples]
@@ -53,6 +55,13 @@ class ExampleDatabases:
         if name not in self.paths:
             raise DatabaseFileError(f"There is no example database called {name!r}; pick one from the list.")
         return self.paths[name]
+
+    def database(self, name: str) -> Database:
+        """The example opened (once: the files never change), for requests that name it."""
+        with self._lock:
+            if name not in self._opened:
+                self._opened[name] = Database.from_file(self.path(name))
+            return self._opened[name]
 
 
 class Workspace:

@@ -6,6 +6,7 @@ served on a free local port (uvicorn in a thread), as `python app.py` serves it.
 
 import contextlib
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -21,6 +22,17 @@ from examples.build import build_all  # noqa: E402
 from tests.fakes import FakeGenerator  # noqa: E402
 from text2sql import engine  # noqa: E402
 from text2sql.registry import default_registry  # noqa: E402
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    sync_playwright = None
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
 
 
 FAKE_REGISTRY = """
@@ -69,10 +81,13 @@ def work_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app_parts(fake_models, results_dir, work_dir):
-    """(demo, app, service) from app.create(), on the fake models."""
+    """(demo, app, service) from app.create(), on the fake models, the default one loaded (as
+    `python app.py` loads it at startup: /health says ok)."""
     import app
 
-    return app.create(results_dir=results_dir, work_dir=work_dir)
+    demo, served, service = app.create(results_dir=results_dir, work_dir=work_dir)
+    service.warm_up()
+    return demo, served, service
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +129,12 @@ def server_url(app_parts):
     """The FastAPI app (REST + mounted Gradio) on the fake models, served on a free port."""
     with serve(app_parts[1]) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium driven by Playwright (tests/app/test_browser.py, test_layout.py)."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()

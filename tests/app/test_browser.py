@@ -13,29 +13,13 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:
-    sync_playwright = None
+from tests.app.conftest import CHROMIUM, sync_playwright
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and sync_playwright) and not os.environ.get("CI"),
     reason="needs Debian's chromium and the playwright package",
 )
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -130,6 +114,7 @@ def test_model_output_and_errors_show_as_text_never_as_images_or_html(page, fake
     """A prompt injected through the database can make the model write Markdown or HTML that
     would fetch an attacker's URL; the note and the status show it as text."""
     fake_models.enqueue("Sure! ![leak](http://127.0.0.1:9/leak.png?secret=1) <img src=x id=evil>")
+    page.locator("#mode").get_by_label("Fast").check()  # auto would try other candidates
     page.locator("#question textarea").fill("List the products")
     page.locator("#generate").click()
     page.locator("#note").get_by_text("did not write a SQL query").wait_for()
@@ -142,3 +127,42 @@ def test_model_output_and_errors_show_as_text_never_as_images_or_html(page, fake
     page.locator("#run").click()
     page.locator("#result").get_by_role("gridcell", name="<img src=x id=evil2>").wait_for()  # values are text
     assert page.locator("#result img, #evil2").count() == 0
+
+
+def test_every_new_action_clears_what_was_said_about_the_last_one(page, fake_models, tmp_path):
+    fake_models.enqueue("SELECT count(*) FROM orders")
+    page.locator("#question textarea").fill("How many orders?")
+    page.locator("#generate").click()
+    page.locator("#status").get_by_text("1 row").wait_for()
+    assert "Written by" in page.locator("#note").inner_text()
+
+    replace_sql(page, "SELECT count(*) FROM orders WHERE status = 'pending'")  # the note was about the model's SQL
+    page.locator("#note").get_by_text("You edited the SQL").wait_for()
+
+    page.get_by_label("Paste a schema").check()  # a new database: the old result and notes go
+    page.locator("#schema-summary").get_by_text("Paste a schema first").wait_for()
+    assert page.locator("#status").inner_text().strip() == "" and not page.locator("#result").is_visible()
+    page.locator("#schema-text textarea").fill("Table: users\nColumns: id, name, age")
+    page.locator("#schema-text textarea").blur()
+    page.locator("#schema-summary").get_by_text("pasted schema").wait_for()
+    replace_sql(page, "SELECT name FROM users")
+    page.locator("#run").click()
+    page.locator("#status").get_by_text("The SQL is valid for this schema").wait_for()
+    page.locator("#schema-text textarea").fill("Table: users\nColumns: id, name, age\nnot a schema line")
+    page.locator("#schema-text textarea").blur()
+    page.locator("#schema-summary").get_by_text("Line 3").wait_for()
+    assert "valid for this schema" not in page.locator("#status").inner_text()
+
+    not_sqlite = tmp_path / "notes.db"
+    not_sqlite.write_text("name,age\nAnn,31\n")
+    page.get_by_label("Upload a SQLite file").check()
+    page.locator("#upload input[type=file]").set_input_files(not_sqlite)
+    page.locator("#schema-summary").get_by_text("This is not a SQLite database").wait_for()
+    page.locator("#upload button[aria-label='Clear']").click()  # then a file of another kind, refused on arrival
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    page.locator("#upload input[type=file]").set_input_files(other)
+    page.get_by_text("Invalid file type: notes.txt").first.wait_for()  # the browser's own check
+    page.locator("#schema-summary").get_by_text("Upload a SQLite database file").wait_for()
+    assert "not a SQLite database" not in page.locator("#schema-summary").inner_text()
+    save_screenshot(page, tmp_path, "stale-state-cleared")

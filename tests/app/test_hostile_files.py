@@ -66,7 +66,7 @@ def test_the_ui_upload_handler(handlers, corpus, name):
     path = corpus[name]
     before = snapshot(path.parent)
     workspace, summary, ddl = handlers.show_schema(UPLOAD, None, str(path), "", None)
-    _, table, status, _ = handlers.run(UPLOAD, None, str(path), "", COUNT_TABLES, workspace)
+    _, table, status, _, *_ = handlers.run(UPLOAD, None, str(path), "", COUNT_TABLES, workspace)
     if name in REFUSED:
         assert summary.startswith("❌") and re.search(reason(name), summary) and ddl == ""
         assert status.startswith("❌") and table["visible"] is False
@@ -102,9 +102,9 @@ def test_the_ask_endpoint(client, server_url, fake_models, corpus, work_dir, nam
     fake_models.enqueue(COUNT_TABLES)
     if name in REFUSED:
         with pytest.raises(AppError, match=reason(name)):
-            client.predict(database=handle_file(path), question="How many tables?", api_name="/ask")
+            client.predict(database=handle_file(path), question="How many tables?", mode="greedy", api_name="/ask")
     else:
-        result = client.predict(database=handle_file(path), question="How many tables?", api_name="/ask")
+        result = client.predict(database=handle_file(path), question="How many tables?", mode="greedy", api_name="/ask")
         assert result["sql"] == COUNT_TABLES and result["error"] is None
     assert snapshot(path.parent) == before
     assert list((work_dir / "uploads").iterdir()) == []

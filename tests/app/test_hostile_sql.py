@@ -54,7 +54,7 @@ def unchanged(upload, before_hash, before_files):
 def test_the_run_handler_refuses_or_stops_it(handlers, upload, sql):
     before = sha256_of(upload), sorted(os.listdir(upload.parent))
     started = time.monotonic()
-    _, table, status, csv = handlers.run(UPLOAD, None, str(upload), "", sql, None)
+    _, table, status, csv, *_ = handlers.run(UPLOAD, None, str(upload), "", sql, None)
     assert time.monotonic() - started < TIME_LIMIT_S + 2
     assert status.startswith(("❌ Refused", "❌ Stopped", "❌ SQLite error")), status
     assert table["visible"] is False and csv["visible"] is False
@@ -76,7 +76,7 @@ def test_a_model_writing_it_through_ask_is_refused_stopped_or_cut_to_a_read(clie
     statement off ("SELECT 1; DELETE ..." runs as "SELECT 1"); whatever is left is sandboxed."""
     before = sha256_of(upload), sorted(os.listdir(upload.parent))
     fake_models.enqueue(sql)
-    result = client.predict(database=handle_file(upload), question="Do it", api_name="/ask")
+    result = client.predict(database=handle_file(upload), question="Do it", mode="greedy", api_name="/ask")
     assert result["raw"] == sql
     if result["error"] is None:
         assert result["sql"] != sql  # only what was left after the cut ran
@@ -86,11 +86,16 @@ def test_a_model_writing_it_through_ask_is_refused_stopped_or_cut_to_a_read(clie
 
 
 @pytest.mark.parametrize("sql", HOSTILE)
-def test_rest_generate_sql_returns_it_as_text_and_never_runs_it(server_url, fake_models, monkeypatch, sql):
-    ran = []
-    monkeypatch.setattr(Sandbox, "_execute", lambda self, *args, **kwargs: ran.append(args))
+def test_rest_generate_sql_returns_it_as_text_and_only_compiles_it(server_url, fake_models, monkeypatch, sql):
+    """REST has only the pasted schema (an empty in-memory database): the model's SQL is checked
+    there with EXPLAIN, in the sandbox, and never run."""
+    calls = []
+    execute = Sandbox._execute
+    monkeypatch.setattr(Sandbox, "_execute", lambda self, *args, **kwargs: calls.append(kwargs["explain"]) or execute(
+        self, *args, **kwargs))
     fake_models.enqueue(sql)
     response = httpx.post(server_url + "generate_sql", json={"schema": "CREATE TABLE person (id, name, born)",
-                                                              "question": "Do it"}, timeout=30)
-    assert response.status_code == 200 and set(response.json()) == {"sql", "execution_time_ms", "model"}
-    assert ran == []
+                                                              "question": "Do it", "mode": "greedy"}, timeout=30)
+    body = response.json()
+    assert response.status_code == 200 and body["valid"] is (body["error"] is None)
+    assert all(calls)  # EXPLAIN only (none when nothing was left to compile)

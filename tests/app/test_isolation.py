@@ -17,7 +17,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from benchmarks.serve import ServerProcess
-from tests.app.test_browser import CHROMIUM, CHROMIUM_FLAGS, replace_sql, sync_playwright
+from tests.app.conftest import CHROMIUM, CHROMIUM_FLAGS, sync_playwright
+from tests.app.test_browser import replace_sql
 from tests.conftest import build_db, sha256_of
 
 LIST_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"

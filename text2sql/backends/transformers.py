@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from text2sql.backends import MIN_REUSED_PREFIX, common_prefix_length
@@ -137,7 +137,10 @@ class TransformersGenerator:
         with self.base.using(self.adapter_name) as model, torch.inference_mode():
             self._prefix_cache(model, self.token_ids(messages)[:-1])
 
-    def generate(self, prompts: list[Messages], *, reuse_prefix: bool = True, **overrides) -> list[str]:
+    def generate(
+        self, prompts: list[Messages], *, reuse_prefix: bool = True, on_text: Callable[[str], None] | None = None,
+        **overrides,
+    ) -> list[str]:
         """Raw completions for a batch of chat prompts.
 
         With ``reuse_prefix`` (the default) and greedy decoding, the prompts' shared leading
@@ -146,6 +149,7 @@ class TransformersGenerator:
         only the rest of each prompt is computed per question, and a finished answer leaves
         the batch at once. Otherwise (sampling or other decoding settings, or
         ``reuse_prefix=False``) the left-padded prompts go through one plain ``generate``.
+        ``on_text`` (the first path only) hears the first prompt's text so far after each step.
         """
         import torch
 
@@ -155,7 +159,8 @@ class TransformersGenerator:
         greedy = set(settings) <= {"max_new_tokens", "do_sample"} and not settings["do_sample"]
         with self.base.using(self.adapter_name) as model, torch.inference_mode():
             if reuse_prefix and greedy and shared >= MIN_REUSED_PREFIX:
-                new_tokens, _ = self._decode_after_prefix(model, token_ids, shared, settings["max_new_tokens"])
+                new_tokens, _ = self._decode_after_prefix(model, token_ids, shared, settings["max_new_tokens"],
+                                                          on_text=on_text)
             else:
                 new_tokens = self._plain_generate(model, token_ids, settings)
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
@@ -179,9 +184,13 @@ class TransformersGenerator:
         output = model.generate(**batch, generation_config=config, stopping_criteria=stop)
         return output[:, prompt_length:]
 
-    def sample(self, prompts: list[Messages], k: int, temperature: float, seed: int) -> list[list[Sample]]:
+    def sample(
+        self, prompts: list[Messages], k: int, temperature: float, seed: int, on_text: Callable[[str], None] | None = None
+    ) -> list[list[Sample]]:
         """``k`` completions of each prompt: the greedy one first, then ``k - 1`` sampled at
-        ``temperature`` (a seeded draw: the same call gives the same samples).
+        ``temperature`` (a seeded draw: the same call gives the same samples). ``on_text``, if
+        given, hears the first completion's text so far after every decoding step (the app
+        shows the SQL as it is written).
 
         One decoding batch serves them all: the prompts' shared prefix comes from the prefix
         store (computed once per schema), each prompt's own tokens are run once, and then
@@ -195,7 +204,8 @@ class TransformersGenerator:
         shared = common_prefix_length(token_ids)
         with self.base.using(self.adapter_name) as model, torch.inference_mode():
             rows, logprobs = self._decode_after_prefix(
-                model, token_ids, shared, self.max_new_tokens, copies=k, temperature=temperature, seed=seed
+                model, token_ids, shared, self.max_new_tokens, copies=k, temperature=temperature, seed=seed,
+                on_text=on_text,
             )
         texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
         samples = [Sample(text, logprob, tuple(row)) for text, logprob, row in zip(texts, logprobs, rows)]
@@ -211,6 +221,7 @@ class TransformersGenerator:
         copies: int = 1,
         temperature: float = 0.0,
         seed: int = 0,
+        on_text: Callable[[str], None] | None = None,
     ) -> tuple[list[list[int]], list[float]]:
         """New tokens and their summed log-probabilities for ``copies`` outputs per prompt
         (output ``i * copies`` greedy, the others sampled at ``temperature``), starting from
@@ -253,6 +264,8 @@ class TransformersGenerator:
                     parents.append(parent)
                     tokens.append(token)
                     next_rows.append(members)
+            if on_text:
+                on_text(self.tokenizer.decode(outputs[0], skip_special_tokens=True))
             if not next_rows or step + 1 == max_new_tokens:
                 break
             if parents != list(range(len(rows))):  # rows finished or forked

@@ -1,0 +1,73 @@
+"""Latency of one question in auto mode against greedy, as the app answers it (one at a time).
+
+For N Spider dev questions spread over the dev databases, each question is asked twice with
+the default model, greedy and auto (in alternating order, so neither always finds the other's
+prefix cache warm), through ``text2sql.pipeline.ask`` as the app's Ask tab does: generation,
+checks, escalation, vote, repair and the run. Prints p50/p95 of both, their ratio, and how
+many questions escalated. Not a test: the numbers depend on the machine and its load, which is
+printed with the CPU flags that decide the dtype.
+
+    nice -n 10 python -m benchmarks.auto_latency --questions 40 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+from benchmarks.latency import percentile, pick_questions
+from text2sql import cpu
+
+
+def timed_ask(database, question: str, model, decoding):
+    from text2sql.pipeline import ask
+
+    started = time.perf_counter()
+    answer = ask(database, question, model=model, decoding=decoding)
+    return time.perf_counter() - started, answer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--k", type=int, default=None, help="auto's k (default: the setting auto_k)")
+    args = parser.parse_args()
+
+    import torch
+
+    from text2sql.engine import load_generator
+    from text2sql.pipeline import Database
+    from text2sql.selection import Decoding
+
+    torch.set_num_threads(args.threads)
+    spider, examples = pick_questions(args.questions)
+    generator = load_generator(args.model)
+    auto = Decoding.auto(args.k)
+    print(f"model {generator.spec.name}, dtype {generator.base.dtype}, {args.threads} threads, {cpu.summary()}, "
+          f"load average at start {os.getloadavg()[0]:.1f}; {auto.describe()}")
+    timed_ask(Database.from_file(spider.db_path(examples[0].db_id)), examples[0].question, args.model, Decoding())
+    greedy_times, auto_times, escalated = [], [], 0  # the untimed ask above took the first call's one-off costs
+    for i, example in enumerate(examples):
+        database = Database.from_file(spider.db_path(example.db_id))
+        runs = [(Decoding(), greedy_times), (auto, auto_times)]
+        for decoding, times in runs if i % 2 == 0 else runs[::-1]:
+            seconds, answer = timed_ask(database, example.question, args.model, decoding)
+            times.append(seconds)
+            escalated += answer.generation.escalation is not None
+        print(f"{example.id:4d} {example.db_id:28s} greedy {greedy_times[-1]:6.2f} s  auto {auto_times[-1]:6.2f} s")
+    print()
+    print(f"{'':10s}{'p50 (s)':>10s}{'p95 (s)':>10s}{'mean (s)':>10s}")
+    for label, values in (("greedy", greedy_times), ("auto", auto_times)):
+        print(f"{label:10s}{percentile(values, .5):10.2f}{percentile(values, .95):10.2f}{statistics.mean(values):10.2f}")
+    print(f"auto / greedy: p50 {percentile(auto_times, .5) / percentile(greedy_times, .5):.2f}x, "
+          f"p95 {percentile(auto_times, .95) / percentile(greedy_times, .95):.2f}x, "
+          f"mean {statistics.mean(auto_times) / statistics.mean(greedy_times):.2f}x; "
+          f"escalated {escalated} of {len(examples)}; load average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

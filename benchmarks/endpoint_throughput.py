@@ -116,8 +116,8 @@ def main() -> None:
     threads = args.threads or len(os.sched_getaffinity(0))
     os.environ.update(TEXT2SQL_THREADS=str(threads), TEXT2SQL_ENGINE="llama.cpp")
     spec, spider = default_registry().get(args.model), Spider()
-    print(f"{args.model}, first {args.questions} dev questions, greedy; CPU {cpu.kind()}, {os.cpu_count()} cores, "
-          f"{threads} llama.cpp threads, {args.rounds} rounds", flush=True)
+    print(f"{args.model}, first {args.questions} dev questions, greedy; {threads} llama.cpp threads, "
+          f"{args.rounds} rounds; {cpu.summary()}", flush=True)
     served = [f"server, {n} in flight" for n in args.concurrency.split(",")]
     runs: dict[str, list[dict]] = {name: [] for name in served + [IN_PROCESS]}
     with running(args.model, threads=threads) as base_url:

@@ -100,6 +100,8 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_registry):
     train(out, "--max_steps", "6", "--save_steps", "2", "--resume")
     steps = [entry["step"] for entry in json.loads((out / "loss_curve.json").read_text()) if "loss" in entry]
     assert steps == [1, 2, 3, 4, 5, 6]  # 1-4 restored from the checkpoint's state, 5-6 new
+    tokens = logged(out, "num_tokens")
+    assert tokens[4] < tokens[5] < tokens[6]  # the count goes on after the resume, not from zero
     assert "resuming from" in (out / "train.log").read_text() and "checkpoint-4" in (out / "train.log").read_text()
 
 

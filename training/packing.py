@@ -215,6 +215,12 @@ def packed_loss(model, batch: dict[str, torch.Tensor], num_items_in_batch=None, 
     return loss, {"label_tokens": wanted.numel(), "correct": correct.item()}
 
 
+def tokens_logged(log_history: list[dict]) -> int:
+    """The last ``num_tokens`` a run logged (0 for a new run): where a resumed run's count goes
+    on from, since trl's counter starts at zero in every process."""
+    return next((int(entry["num_tokens"]) for entry in reversed(log_history) if "num_tokens" in entry), 0)
+
+
 class PrefixPackedSFTTrainer(SFTTrainer):
     """trl's SFTTrainer on a dataset of packs (``pack_examples`` output).
 
@@ -254,6 +260,8 @@ class PrefixPackedSFTTrainer(SFTTrainer):
         if label_tokens:
             self._metrics[mode]["mean_token_accuracy"].append(correct / label_tokens)
         if mode == "train":
+            if self._total_train_tokens == 0:  # this process's first step: a resumed run goes on counting
+                self._total_train_tokens = tokens_logged(self.state.log_history)
             self._total_train_tokens += tokens
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         return (loss, None) if return_outputs else loss

@@ -8,6 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from tests.app.conftest import GENERATED
 from tests.conftest import sha256_of
 
 
@@ -49,9 +50,6 @@ def test_run_sql_on_schema_text_checks_the_query(client):
     bad = client.predict(schema="Table: users\nColumns: id, name, age", sql="SELECT salary FROM users",
                          api_name="/run_sql")
     assert bad["error"] == "SQLite error: no such column: salary"
-
-
-GENERATED = {"sql", "execution_time_ms", "model", "valid", "error", "decoding"}
 
 
 def test_generate_sql_from_schema_text(client, fake_models):

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
 
 from benchmarks.serve import ServerProcess
 from tests.app.conftest import CHROMIUM, CHROMIUM_FLAGS, sync_playwright

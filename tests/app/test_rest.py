@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.app.conftest import GENERATED
 from tests.conftest import build_db
 
 
@@ -19,9 +20,6 @@ def client(app_parts):
     _, app, _ = app_parts
     with TestClient(app) as client:
         yield client
-
-
-GENERATED = {"sql", "execution_time_ms", "model", "valid", "error", "decoding"}
 
 
 def test_the_original_contract(client, fake_models, tmp_path):

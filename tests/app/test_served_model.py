@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from gradio_client import Client
 
-from tests.app.conftest import serve
+from tests.app.conftest import GENERATED, serve
 
 
 SCHEMA = "Table: users\nColumns: id, name, age"
@@ -29,7 +29,8 @@ def test_rest_and_gradio_client_answer_with_the_served_model(app_parts, smollm2_
         assert client.get("/health").json()["default_model"] == "served"
         response = client.post("/generate_sql", json={"schema": SCHEMA, "question": QUESTION})
         assert response.status_code == 200, response.text
-        assert set(response.json()) == {"sql", "execution_time_ms", "model"} and response.json()["model"] == "served"
+        assert set(response.json()) == GENERATED and response.json()["model"] == "served"
+        assert response.json()["decoding"]["mode"] == "auto"  # REST's default, through the server too
         best = client.post("/generate_sql", json={"schema": SCHEMA, "question": QUESTION, "mode": "best-of-k"})
         assert best.status_code == 200, best.text
     assert smollm2_server in service.origins["served"]

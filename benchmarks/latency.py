@@ -18,7 +18,7 @@ numbers depend on the machine.
 
     nice -n 10 python benchmarks/latency.py [--questions 20] [--threads 2] [--model qwen2.5-coder-0.5b-spider] \\
         [--engines llama.cpp,transformers] [--best-of 8]
-    nice -n 10 python benchmarks/latency.py --threads 1 --engines llama.cpp --model qwen2.5-coder-1.5b,qwen2.5-coder-0.5b-spider
+    nice -n 10 python -m benchmarks.latency --threads 1 --engines llama.cpp --model qwen2.5-coder-1.5b,qwen2.5-coder-0.5b-spider
 """
 
 from __future__ import annotations

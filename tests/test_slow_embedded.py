@@ -1,5 +1,6 @@
 """End to end on the real embedded Qwen2.5-Coder-0.5B (the PyPI GGUF: as it is for llama.cpp,
-the default engine here; dequantised on first use for transformers) and the shipped LoRA.
+the default engine here; dequantised on first use for transformers) and the shipped LoRA, and
+on the embedded Qwen2.5-Coder-1.5B (llama.cpp only).
 
     python -m pytest -m slow -v
 """
@@ -71,3 +72,22 @@ def test_both_engines_feed_the_fine_tuned_model_the_same_tokens():
     assert reference.engine.startswith("transformers")
     for messages in cases:
         assert llama.token_ids(messages) == reference.token_ids(messages)
+
+
+def test_the_embedded_15b_answers_through_the_cli_by_name_on_llama_cpp():
+    """Spider dev #0 with ``--model qwen2.5-coder-1.5b``: its 22 PyPI parts joined, verified and
+    run by llama.cpp as they are."""
+    result = subprocess.run(
+        [sys.executable, "-m", "text2sql.cli", "ask", "--json", "--model", "qwen2.5-coder-1.5b", "--db", str(CONCERT),
+         "How many singers do we have?"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["model"] == "qwen2.5-coder-1.5b"
+    assert payload["rows"] == [[6]], payload
+    from text2sql.engine import load_generator
+
+    generator = load_generator("qwen2.5-coder-1.5b")
+    assert generator.engine.startswith("llama.cpp") and "1.5B Q4_K" in generator.engine
+    assert "embedded copy of Qwen/Qwen2.5-Coder-1.5B-Instruct" in generator.origin

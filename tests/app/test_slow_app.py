@@ -1,5 +1,6 @@
-"""End to end on the real embedded Qwen2.5-Coder-0.5B: `python app.py`'s app, served, asked
-through gradio_client and REST (about 30 s on 2 CPU cores, once the model is converted).
+"""End to end on the real embedded Qwen2.5-Coder-0.5B (and, asked by name, the 1.5B): `python
+app.py`'s app, served, asked through gradio_client and REST (about 45 s on 2 CPU cores, once
+the model is converted).
 
     python -m pytest -m slow tests/app/test_slow_app.py -v
 """
@@ -29,6 +30,15 @@ def test_the_app_answers_with_the_embedded_model(example_dbs, tmp_path):
         assert answer["model"] == "qwen2.5-coder-0.5b-spider" and answer["error"] is None, answer
         # the fine-tuned model selects only what was asked (Spider's style): the names, first
         assert [row[0] for row in answer["rows"]] == ["Burr grinder", "Milk frother", "Pour-over dripper"], answer
+
+        # another registry model, by name: the 1.5B (llama.cpp, its own embedded GGUF)
+        larger = Client(url, verbose=False).predict(
+            database=handle_file(example_dbs["shop"]), question="How many customers are there?",
+            model="qwen2.5-coder-1.5b", api_name="/ask",
+        )
+        assert larger["model"] == "qwen2.5-coder-1.5b" and larger["error"] is None, larger
+        with sqlite3.connect(example_dbs["shop"]) as conn:
+            assert [tuple(row) for row in larger["rows"]] == conn.execute("SELECT count(*) FROM customers").fetchall()
 
         response = httpx.post(url + "generate_sql", timeout=300, json={
             "schema": "Table: users\nColumns: id, name, age", "question": "How many users are older than 30?"

@@ -260,19 +260,3 @@ def test_push_to_hub_takes_a_repo_name():
     ]  # fmt: skip
     assert expand_push_to_hub(["--push_to_hub", "true"]) == ["--push_to_hub", "true"]
 
-
-def test_the_command_runs_with_a_fixed_hash_seed(monkeypatch):
-    """Without PYTHONHASHSEED=0 the entry script starts itself again with it (same arguments),
-    so every sitting of a long run builds the same data; with it, it goes on."""
-    from training import train as entry
-
-    calls = []
-    monkeypatch.setattr(entry.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
-    monkeypatch.setattr(entry.sys, "orig_argv", ["python", "-m", "training.train", "--config", "r.yaml", "--resume"])
-    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
-    entry.with_fixed_hash_seed()
-    [(path, argv, env)] = calls
-    assert argv[1:] == ["-m", "training.train", "--config", "r.yaml", "--resume"] and env["PYTHONHASHSEED"] == "0"
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
-    entry.with_fixed_hash_seed()
-    assert len(calls) == 1

@@ -82,6 +82,32 @@ def test_noise_is_deterministic_with_the_seed(spider, items):
     assert first.variants == sum(max(1, round(round(0.5 * n) / 10)) for n in _counts(items).values())
 
 
+RENAMES_IN_A_FRESH_PROCESS = """
+import json, random
+from text2sql.schema import Column, Schema, Table
+from training.schema_noise import propose_renames
+schema = Schema((Table("repair", tuple(map(Column, ("repair_ID", "name", "LaunchDate"))), ("repair_ID",)),
+                 Table("machine", tuple(map(Column, ("machine_ID", "Name", "Team"))), ("machine_ID",))))
+print(json.dumps([propose_renames(schema, random.Random(seed)) for seed in range(30)]))
+"""
+
+
+def test_renames_do_not_depend_on_the_process_hash_seed():
+    """Of names equal but for case ("Name" in one table, "name" in another: machine_repair) the
+    first takes the rename; they are ordered by name, not by a set's hash order, so the training
+    data (and the fingerprint a resume checks) is the same in every process."""
+    import os
+    import subprocess
+    import sys
+
+    runs = {
+        subprocess.run([sys.executable, "-c", RENAMES_IN_A_FRESH_PROCESS], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}).stdout
+        for hash_seed in range(8)
+    }
+    assert len(runs) == 1 and any(json.loads(runs.pop()))
+
+
 def _counts(items):
     counts = {}
     for item in items:

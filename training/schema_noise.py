@@ -89,7 +89,9 @@ def propose_renames(schema: Schema, rng: random.Random) -> dict[str, str]:
     """{lower-case old name: new name} for a share of the schema's names, one style per variant
     (mostly the one the database doesn't use), without two names of one table (or two tables)
     becoming equal."""
-    names = sorted({t.name for t in schema.tables} | {c.name for t in schema.tables for c in t.columns}, key=str.lower)
+    # Ties broken by the name itself: of names equal but for case ("Name", "name"), the first
+    # takes the rename, and a set's order changes with each process's hash seed.
+    names = sorted({t.name for t in schema.tables} | {c.name for t in schema.tables for c in t.columns}, key=lambda n: (n.lower(), n))
     snake = sum("_" in n or n.islower() for n in names) >= len(names) / 2
     style = "pascal" if snake == (rng.random() < OTHER_STYLE_PROBABILITY) else "snake"
     renames = {}

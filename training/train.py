@@ -27,7 +27,6 @@ import dataclasses
 import enum
 import json
 import logging
-import os
 import resource
 import sys
 from pathlib import Path
@@ -330,17 +329,7 @@ def import_unsloth_first() -> None:
         import unsloth  # noqa: F401
 
 
-def with_fixed_hash_seed() -> None:
-    """Run this command again with ``PYTHONHASHSEED=0`` unless it already has it. The training
-    data came out different in processes with different hash seeds (the CPU recipe: 1,841,202
-    against 1,841,186 tokens through the model for seeds 1 and 2; which set's order leaks into it
-    was not found), and ``--resume`` rightly refuses a checkpoint of other data."""
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, "PYTHONHASHSEED": "0"})
-
-
 if __name__ == "__main__":
-    with_fixed_hash_seed()
     import_unsloth_first()
     argv = expand_push_to_hub(sys.argv[1:])
     main(*make_parser().parse_args_and_config(args=argv), argv=argv)

@@ -1,11 +1,11 @@
 """Latency of one question in auto mode against greedy, as the app answers it (one at a time).
 
 For N Spider dev questions, two from each dev database in turn (19 have a SQLite file here,
-so at most 38), each question is asked twice with
-the default model, greedy and auto (in alternating order), each time after the database's
-schema prefix was computed untimed (``pipeline.warm_up``, as the app does when a database is
-chosen, while the visitor types), so neither pays a prefill the other was spared; through ``text2sql.pipeline.ask`` as the app's Ask tab does: generation,
-checks, escalation, vote, repair and the run. Prints p50/p95 of both, their ratio, and how
+so at most 38), each question is asked twice with the default model, greedy and auto (in
+alternating order), each time after the database's schema prefix was computed untimed
+(``pipeline.warm_up``, as the app does when a database is chosen, while the visitor types), so
+neither pays a prefill the other was spared; through ``text2sql.pipeline.ask`` as the app's
+Ask tab does: generation, checks, escalation, vote, repair and the run. Prints p50/p95 of both, their ratio, and how
 many questions escalated. Not a test: the numbers depend on the machine and its load, which is
 printed with the CPU flags and the engine (llama.cpp by default where it is installed).
 
@@ -33,8 +33,8 @@ def timed_ask(database, question: str, model, decoding):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--questions", type=int, default=38)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default=None)
     parser.add_argument("--k", type=int, default=None, help="auto's k (default: the setting auto_k)")
     args = parser.parse_args()
@@ -47,7 +47,7 @@ def main() -> None:
     from text2sql.selection import Decoding
 
     torch.set_num_threads(args.threads)
-    spider, pairs = pick_questions(args.questions)  # two questions a database, the second finds its prefix warm
+    spider, pairs = pick_questions(args.questions)  # (first, second) question pairs, one pair a database
     examples = [example for pair in pairs for example in pair][: args.questions]
     generator = load_generator(args.model)
     auto = Decoding.auto(args.k)

@@ -32,7 +32,7 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
-from text2sql.schema import Column, ForeignKey, Schema, Table, quote_identifier
+from text2sql.schema import ForeignKey, Schema, Table, quote_identifier
 
 
 KINDS = ("rename", "drop", "distract")

@@ -5,9 +5,10 @@ so at most 38), each question is asked twice with the default model, greedy and 
 alternating order), each time after the database's schema prefix was computed untimed
 (``pipeline.warm_up``, as the app does when a database is chosen, while the visitor types), so
 neither pays a prefill the other was spared; through ``text2sql.pipeline.ask`` as the app's
-Ask tab does: generation, checks, escalation, vote, repair and the run. Prints p50/p95 of both, their ratio, and how
-many questions escalated. Not a test: the numbers depend on the machine and its load, which is
-printed with the CPU flags and the engine (llama.cpp by default where it is installed).
+Ask tab does: generation, checks, escalation, vote, repair and the run. Prints p50/p95 of
+both, their ratio, and how many questions escalated. Not a test: the numbers depend on the
+machine and its load, which is printed with the CPU flags and the engine (llama.cpp by default
+where it is installed).
 
     nice -n 10 python -m benchmarks.auto_latency --questions 38 --threads 1
 """

@@ -8,7 +8,7 @@ memory (VmRSS, VmHWM) after both. Caches stay as they are (the GGUF join and the
 GGUF conversion happen once per machine: run it twice for the warm-cache figure). Prints the
 CPU's flags and the load average (the machine may be shared). Not a test.
 
-    nice -n 10 python -m benchmarks.cold_start [--engines llama.cpp,transformers] [--threads 2]
+    nice -n 10 python -m benchmarks.cold_start [--engines llama.cpp,transformers] [--threads 2] [--model qwen2.5-coder-1.5b]
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ def memory_mb(pid: int) -> dict[str, float]:
     return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
 
 
-def measure(engine_name: str, threads: int, schema: str) -> dict:
-    env = {"TEXT2SQL_ENGINE": engine_name, "TEXT2SQL_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+def measure(engine_name: str, threads: int, schema: str, model: str) -> dict:
+    env = {"TEXT2SQL_ENGINE": engine_name, "TEXT2SQL_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+           "TEXT2SQL_DEFAULT_MODEL": model}
     started = time.monotonic()
     with ServerProcess(fake=False, env=env, start_timeout_s=600) as server:
         row = {"health": time.monotonic() - started}
@@ -51,14 +52,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="llama.cpp,transformers")
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp's and torch's threads")
+    parser.add_argument("--model", default="", help="the app's default model (TEXT2SQL_DEFAULT_MODEL; default: the registry's)")
     args = parser.parse_args()
     from text2sql.pipeline import Database
     from text2sql.spider import Spider
 
     schema = Database.from_file(Spider().db_path(SCHEMA_DB)).schema.to_ddl()
-    print(f"{cpu.summary()}; {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
+    print(f"{cpu.summary()}; {args.threads} threads; model {args.model or 'the registry default'}; "
+          f"load average at start {os.getloadavg()[0]:.1f}")
     for engine_name in args.engines.split(","):
-        row = measure(engine_name, args.threads, schema)
+        row = measure(engine_name, args.threads, schema, args.model)
         print(f"{engine_name:14s} /health after {row['health']:.1f} s; first answer {row['first answer']:.1f} s after the "
               f"start; second question {row['second question']:.1f} s; RSS {row['VmRSS']:.0f} MB (peak {row['VmHWM']:.0f} MB)")
         print(f"{'':14s} {row['sql: first answer']!r}  {row['sql: second question']!r}")

@@ -37,6 +37,15 @@ def test_unknown_model_says_what_exists():
         Registry.load().get("gpt-17")
 
 
+def test_the_default_model_can_be_chosen_without_editing_the_registry(monkeypatch):
+    monkeypatch.setenv("TEXT2SQL_DEFAULT_MODEL", "qwen2.5-coder-1.5b")
+    registry = Registry.load()
+    assert registry.default == "qwen2.5-coder-1.5b" and registry.get().name == "qwen2.5-coder-1.5b"
+    monkeypatch.setenv("TEXT2SQL_DEFAULT_MODEL", "gpt-17")
+    with pytest.raises(ModelUnavailableError, match="TEXT2SQL_DEFAULT_MODEL='gpt-17' is not a model of the registry. Available: qwen2.5"):
+        Registry.load()
+
+
 def test_registry_from_yaml_with_adapter_and_relative_path(tmp_path):
     (tmp_path / "models.yaml").write_text(
         "default: tuned\nmodels:\n  tuned:\n    base: {repo_id: org/base, revision: abc}\n"

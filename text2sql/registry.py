@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import yaml
 
 from text2sql.errors import ModelUnavailableError
+from text2sql.settings import get_settings
 
 
 PACKAGED_REGISTRY = Path(__file__).with_name("models.yaml")
@@ -81,7 +82,17 @@ class Registry:
             data = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as error:
             raise ModelUnavailableError(f"Can't read the model registry {path}: {error}") from None
-        return cls.from_dict(data, registry_dir=path.parent)
+        return cls.from_dict(data, registry_dir=path.parent).with_default(get_settings().default_model)
+
+    def with_default(self, name: str) -> Registry:
+        """This registry with ``name`` as its default (``TEXT2SQL_DEFAULT_MODEL``); "" keeps the file's."""
+        if not name:
+            return self
+        if name not in self.models:
+            raise ModelUnavailableError(
+                f"TEXT2SQL_DEFAULT_MODEL={name!r} is not a model of the registry. Available: {', '.join(self.models)}."
+            )
+        return dataclasses.replace(self, default=name)
 
     @classmethod
     def from_dict(cls, data: dict, registry_dir: Path = Path(".")) -> Registry:

@@ -5,7 +5,8 @@
 Tabs: **Ask** (pick an example, upload a SQLite file or paste a schema; ask; edit and run
 the SQL; download the result), **Compare models** (one question, 2-4 models side by side,
 and the leaderboard from ``results/``), **About**. The default model is the embedded
-Qwen2.5-Coder-0.5B, so this runs offline on a CPU. Environment: ``TEXT2SQL_*`` settings
+Qwen2.5-Coder-1.5B on llama.cpp (``TEXT2SQL_DEFAULT_MODEL`` chooses another), so this runs
+offline on a CPU. Environment: ``TEXT2SQL_*`` settings
 (text2sql/settings.py), ``TEXT2SQL_RESULTS_DIR`` (default ``results/``), ``PORT`` /
 ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``. See docs/app.md for the APIs.
 """

@@ -110,7 +110,7 @@ def test_models_lists_the_registry(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-spider", "smollm2-135m",
                                          "qwen2.5-coder-0.5b-spider-transformers", "qwen2.5-coder-1.5b"]
-    assert [r["default"] for r in rows] == [False, True, False, False, False]
+    assert [r["default"] for r in rows] == [False, False, False, False, True]
     assert rows[3]["backend"] == "transformers" and rows[1]["backend"] in ("llama.cpp", "transformers")
     assert rows[4]["backend"] == "llama.cpp"
 

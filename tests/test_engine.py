@@ -123,5 +123,6 @@ def test_the_packaged_default_models_choose_their_backend():
     from text2sql.registry import Registry as Packaged
 
     registry = Packaged.load()
-    assert registry.get().backend == "auto"
+    assert registry.get().backend == "llama.cpp"  # the 1.5B: its GGUF on llama.cpp only
+    assert registry.get("qwen2.5-coder-0.5b-spider").backend == "auto"
     assert registry.get("qwen2.5-coder-0.5b-spider-transformers").backend == "transformers"

@@ -334,3 +334,14 @@ def test_large_batches_are_split_to_fit_the_rows_and_the_kv_cells():
     assert [len(g) for g in split(None, prompts, 16, copies=1)] == [10]
     long = [[1] * 3000 for _ in range(6)]  # 3000 + 256 cells each: five fit 16384
     assert [len(g) for g in split(None, long, 256, copies=1)] == [5, 1]
+
+
+def test_without_llama_cpp_python_the_error_says_what_to_do(monkeypatch):
+    from text2sql.backends import llama_runtime
+    from text2sql.errors import ModelUnavailableError
+
+    monkeypatch.setattr(llama_runtime, "_library", None)
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if not installed: importing it fails
+    with pytest.raises(ModelUnavailableError, match=r"llama-cpp-python is not installed: ./scripts/install.sh builds it.*"
+                                                    r"TEXT2SQL_DEFAULT_MODEL=qwen2.5-coder-0.5b-spider"):
+        llama_runtime.load_library()

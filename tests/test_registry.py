@@ -18,8 +18,9 @@ REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 def test_packaged_registry_lists_the_default_and_the_tiny_model():
     registry = Registry.load()
-    assert registry.default == "qwen2.5-coder-0.5b-spider"
-    default = registry.get()
+    assert registry.default == "qwen2.5-coder-1.5b"
+    assert registry.get().backend == "llama.cpp" and registry.get().base.embedded == "qwen2.5-coder-1.5b-instruct"
+    default = registry.get("qwen2.5-coder-0.5b-spider")  # the fine-tuned model
     assert default.adapter.path == "adapters/qwen2.5-coder-0.5b-spider"
     assert default.adapter.repo_id == "text2sql-project/qwen2.5-coder-0.5b-spider"  # where training.push publishes
     assert default.adapter.revision is None  # not published yet: nothing to pin
@@ -38,9 +39,9 @@ def test_unknown_model_says_what_exists():
 
 
 def test_the_default_model_can_be_chosen_without_editing_the_registry(monkeypatch):
-    monkeypatch.setenv("TEXT2SQL_DEFAULT_MODEL", "qwen2.5-coder-1.5b")
+    monkeypatch.setenv("TEXT2SQL_DEFAULT_MODEL", "qwen2.5-coder-0.5b-spider")
     registry = Registry.load()
-    assert registry.default == "qwen2.5-coder-1.5b" and registry.get().name == "qwen2.5-coder-1.5b"
+    assert registry.default == "qwen2.5-coder-0.5b-spider" and registry.get().name == "qwen2.5-coder-0.5b-spider"
     monkeypatch.setenv("TEXT2SQL_DEFAULT_MODEL", "gpt-17")
     with pytest.raises(ModelUnavailableError, match="TEXT2SQL_DEFAULT_MODEL='gpt-17' is not a model of the registry. Available: qwen2.5"):
         Registry.load()

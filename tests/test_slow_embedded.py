@@ -34,7 +34,8 @@ def test_embedded_qwen_answers_a_spider_question_correctly():
     assert not answer.generation.chatty
 
 
-def test_cli_ask_with_the_embedded_model_prints_sql_and_6():
+def test_cli_ask_with_the_embedded_default_prints_sql_and_6():
+    """The default, Qwen2.5-Coder-1.5B: its 22 PyPI parts joined, verified and run by llama.cpp as they are."""
     result = subprocess.run(
         [sys.executable, "-m", "text2sql.cli", "ask", "--json", "--db", str(CONCERT), "How many singers do we have?"],
         capture_output=True, text=True, timeout=600,
@@ -42,14 +43,19 @@ def test_cli_ask_with_the_embedded_model_prints_sql_and_6():
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["rows"] == [[6]]
-    assert payload["model"] == "qwen2.5-coder-0.5b-spider"
+    assert payload["model"] == "qwen2.5-coder-1.5b"
     assert payload["sql"].lower().startswith("select count(*)")
-
-
-def test_the_default_model_runs_on_llama_cpp_with_the_shipped_adapter():
     from text2sql.engine import load_generator
 
     generator = load_generator()
+    assert generator.engine.startswith("llama.cpp") and "1.5B Q4_K" in generator.engine
+    assert "embedded copy of Qwen/Qwen2.5-Coder-1.5B-Instruct" in generator.origin
+
+
+def test_the_fine_tuned_model_runs_on_llama_cpp_with_the_shipped_adapter():
+    from text2sql.engine import load_generator
+
+    generator = load_generator("qwen2.5-coder-0.5b-spider")
     assert generator.engine.startswith("llama.cpp") and "Q4_K" in generator.engine
     assert "LoRA adapter" in generator.origin
 
@@ -74,20 +80,14 @@ def test_both_engines_feed_the_fine_tuned_model_the_same_tokens():
         assert llama.token_ids(messages) == reference.token_ids(messages)
 
 
-def test_the_embedded_15b_answers_through_the_cli_by_name_on_llama_cpp():
-    """Spider dev #0 with ``--model qwen2.5-coder-1.5b``: its 22 PyPI parts joined, verified and
-    run by llama.cpp as they are."""
+def test_the_fine_tuned_model_answers_through_the_cli_by_name():
+    """Spider dev #0 with ``--model qwen2.5-coder-0.5b-spider``: the 0.5B and our LoRA adapter."""
     result = subprocess.run(
-        [sys.executable, "-m", "text2sql.cli", "ask", "--json", "--model", "qwen2.5-coder-1.5b", "--db", str(CONCERT),
+        [sys.executable, "-m", "text2sql.cli", "ask", "--json", "--model", "qwen2.5-coder-0.5b-spider", "--db", str(CONCERT),
          "How many singers do we have?"],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
-    assert payload["model"] == "qwen2.5-coder-1.5b"
+    assert payload["model"] == "qwen2.5-coder-0.5b-spider"
     assert payload["rows"] == [[6]], payload
-    from text2sql.engine import load_generator
-
-    generator = load_generator("qwen2.5-coder-1.5b")
-    assert generator.engine.startswith("llama.cpp") and "1.5B Q4_K" in generator.engine
-    assert "embedded copy of Qwen/Qwen2.5-Coder-1.5B-Instruct" in generator.origin

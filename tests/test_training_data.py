@@ -150,11 +150,11 @@ def test_build_gives_records_and_a_report():
 @needs_spider
 @pytest.mark.slow
 def test_qwen_training_prompt_is_the_inference_prompt_for_an_oversized_schema():
-    """With the default model's tokenizer and the app's 3072-token budget, on the one train
+    """With Qwen2.5-Coder-0.5B's tokenizer (the one the recipes train) and the app's 3072-token budget, on the one train
     database whose schema is too long (its sample values get trimmed, as in the app)."""
     from text2sql.registry import Registry, resolve_weights
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_weights(Registry.load().get().base).path)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_weights(Registry.load().get("qwen2.5-coder-0.5b").base).path)
     spider = Spider(SPIDER)
     example = next(e for e in spider.examples("train") if e.db_id == "cre_Drama_Workshop_Groups")
     [item] = label([example])

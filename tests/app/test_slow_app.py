@@ -23,22 +23,21 @@ def test_the_app_answers_with_the_embedded_model(example_dbs, tmp_path):
 
     _, served, _ = app.create(results_dir=tmp_path / "results", work_dir=tmp_path / "work")  # packaged registry
     with serve(served) as url:
-        answer = Client(url, verbose=False).predict(
-            database=handle_file(example_dbs["shop"]), question="What are the three most expensive products?",
-            api_name="/ask",
+        answer = Client(url, verbose=False).predict(  # the default, the 1.5B (llama.cpp, its embedded GGUF)
+            database=handle_file(example_dbs["shop"]), question="How many customers are there?", api_name="/ask",
         )
-        assert answer["model"] == "qwen2.5-coder-0.5b-spider" and answer["error"] is None, answer
-        # the fine-tuned model selects only what was asked (Spider's style): the names, first
-        assert [row[0] for row in answer["rows"]] == ["Burr grinder", "Milk frother", "Pour-over dripper"], answer
-
-        # another registry model, by name: the 1.5B (llama.cpp, its own embedded GGUF)
-        larger = Client(url, verbose=False).predict(
-            database=handle_file(example_dbs["shop"]), question="How many customers are there?",
-            model="qwen2.5-coder-1.5b", api_name="/ask",
-        )
-        assert larger["model"] == "qwen2.5-coder-1.5b" and larger["error"] is None, larger
+        assert answer["model"] == "qwen2.5-coder-1.5b" and answer["error"] is None, answer
         with sqlite3.connect(example_dbs["shop"]) as conn:
-            assert [tuple(row) for row in larger["rows"]] == conn.execute("SELECT count(*) FROM customers").fetchall()
+            assert [tuple(row) for row in answer["rows"]] == conn.execute("SELECT count(*) FROM customers").fetchall()
+
+        # another registry model, by name: the fine-tuned 0.5B
+        tuned = Client(url, verbose=False).predict(
+            database=handle_file(example_dbs["shop"]), question="What are the three most expensive products?",
+            model="qwen2.5-coder-0.5b-spider", api_name="/ask",
+        )
+        assert tuned["model"] == "qwen2.5-coder-0.5b-spider" and tuned["error"] is None, tuned
+        # the fine-tuned model selects only what was asked (Spider's style): the names, first
+        assert [row[0] for row in tuned["rows"]] == ["Burr grinder", "Milk frother", "Pour-over dripper"], tuned
 
         response = httpx.post(url + "generate_sql", timeout=300, json={
             "schema": "Table: users\nColumns: id, name, age", "question": "How many users are older than 30?"

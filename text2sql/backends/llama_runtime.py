@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from text2sql import cpu
+from text2sql.errors import ModelUnavailableError
 
 
 _library = None
@@ -33,7 +34,14 @@ def load_library():
     """The ``llama_cpp`` module with its CPU backend loaded (the best variant for this CPU)."""
     global _library
     if _library is None:
-        import llama_cpp
+        try:
+            import llama_cpp
+        except ImportError:
+            raise ModelUnavailableError(
+                "This model runs on llama.cpp, and llama-cpp-python is not installed: ./scripts/install.sh "
+                "builds it. Or start on a model that also runs on transformers: "
+                "TEXT2SQL_DEFAULT_MODEL=qwen2.5-coder-0.5b-spider."
+            ) from None
 
         _quiet(llama_cpp)
         ggml = _ggml_of_libllama(Path(llama_cpp.__file__).parent / "lib")

@@ -1,8 +1,8 @@
 """Latency of one question in auto mode against greedy, as the app answers it (one at a time).
 
 For N Spider dev questions, two from each dev database in turn (19 have a SQLite file here,
-so at most 38), each question is asked twice with the default model, greedy and auto (in
-alternating order), each time after the database's schema prefix was computed untimed
+so at most 38), each question is asked twice with ``--model`` (the fine-tuned 0.5B unless
+told), greedy and auto (in alternating order), each time after the database's schema prefix was computed untimed
 (``pipeline.warm_up``, as the app does when a database is chosen, while the visitor types), so
 neither pays a prefill the other was spared; through ``text2sql.pipeline.ask`` as the app's
 Ask tab does: generation, checks, escalation, vote, repair and the run. Prints p50/p95 of
@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=38)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-spider", help="registry model (default: the documented run's)")
     parser.add_argument("--k", type=int, default=None, help="auto's k (default: the setting auto_k)")
     args = parser.parse_args()
 

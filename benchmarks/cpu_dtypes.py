@@ -1,11 +1,11 @@
-"""bf16 against fp32 on this CPU: greedy latency of the default model, and training steps of
+"""bf16 against fp32 on this CPU: greedy latency of the fine-tuned 0.5B (``--model``), and training steps of
 the CPU recipe, each measured both ways in one run, with the CPU kind recorded.
 
 bf16 is native on CPUs with AVX512-BF16 or AMX (``text2sql.cpu``) and emulated, ~6x slower
 than fp32, on AVX2-only ones: that is why ``TEXT2SQL_DTYPE=auto`` and the CPU training backend
 choose by CPU kind. This measures what the choice is worth where bf16 is native.
 
-* Latency: the default registry model on the transformers engine (llama.cpp runs its quantized
+* Latency: the registry model (``--model``) on the transformers engine (llama.cpp runs its quantized
   weights whatever the CPU) answers the same Spider dev questions (one per database, so each one
   pays its schema prefill, as a new visitor does) through ``text2sql.pipeline.ask``, loaded once
   with ``TEXT2SQL_DTYPE=bfloat16`` and once with ``float32``.
@@ -135,7 +135,7 @@ def in_child(kind: str, env: dict, options, extra: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=10, help="dev questions, one per database")
-    parser.add_argument("--model", default=None, help="registry model (default: the registry's default)")
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-spider", help="registry model (one that runs on transformers)")
     parser.add_argument("--steps", type=int, default=3, help="training steps per configuration")
     parser.add_argument("--examples", type=int, default=96, help="Spider train examples (whole databases) to pack")
     parser.add_argument("--train", default="bf16,fp32", help=f"training configurations, from {sorted(TRAIN_CONFIGS)}")

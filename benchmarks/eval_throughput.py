@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=50)
     parser.add_argument("--per-db", type=int, default=None, help="at most this many questions per database")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-spider", help="registry model")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
 

@@ -90,7 +90,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=20, help="databases (two questions each)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default=None, help="registry model(s), comma-separated (default: the registry's default)")
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-spider",
+                        help="registry model(s), comma-separated (default: the fine-tuned 0.5B, which runs on both engines)")
     parser.add_argument("--engines", default="llama.cpp,transformers")
     parser.add_argument("--best-of", type=int, default=None, help="also time best-of-K on the warm database")
     args = parser.parse_args()

@@ -2,9 +2,9 @@
 
 For N Spider dev questions, two from each dev database in turn (19 have a SQLite file here,
 so at most 38), each question is asked twice with ``--model`` (the fine-tuned 0.5B unless
-told), greedy and auto (in alternating order), each time after the database's schema prefix was computed untimed
-(``pipeline.warm_up``, as the app does when a database is chosen, while the visitor types), so
-neither pays a prefill the other was spared; through ``text2sql.pipeline.ask`` as the app's
+told), greedy and auto (in alternating order), each time after the database's schema prefix
+was computed untimed (``pipeline.warm_up``, as the app does when a database is chosen, while
+the visitor types), so neither pays a prefill the other was spared; through ``text2sql.pipeline.ask`` as the app's
 Ask tab does: generation, checks, escalation, vote, repair and the run. Prints p50/p95 of
 both, their ratio, and how many questions escalated. Not a test: the numbers depend on the
 machine and its load, which is printed with the CPU flags and the engine (llama.cpp by default

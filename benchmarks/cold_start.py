@@ -52,7 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="llama.cpp,transformers")
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp's and torch's threads")
-    parser.add_argument("--model", default="", help="the app's default model (TEXT2SQL_DEFAULT_MODEL; default: the registry's)")
+    parser.add_argument("--model", default=os.environ.get("TEXT2SQL_DEFAULT_MODEL", ""),
+                        help="the app's default model (TEXT2SQL_DEFAULT_MODEL; default: the registry's)")
     args = parser.parse_args()
     from text2sql.pipeline import Database
     from text2sql.spider import Spider

@@ -1,12 +1,12 @@
-"""bf16 against fp32 on this CPU: greedy latency of the fine-tuned 0.5B (``--model``), and training steps of
-the CPU recipe, each measured both ways in one run, with the CPU kind recorded.
+"""bf16 against fp32 on this CPU: greedy latency of the fine-tuned 0.5B (``--model``), and
+training steps of the CPU recipe, each measured both ways in one run, with the CPU kind recorded.
 
 bf16 is native on CPUs with AVX512-BF16 or AMX (``text2sql.cpu``) and emulated, ~6x slower
 than fp32, on AVX2-only ones: that is why ``TEXT2SQL_DTYPE=auto`` and the CPU training backend
 choose by CPU kind. This measures what the choice is worth where bf16 is native.
 
-* Latency: the registry model (``--model``) on the transformers engine (llama.cpp runs its quantized
-  weights whatever the CPU) answers the same Spider dev questions (one per database, so each one
+* Latency: the registry model (``--model``) on the transformers engine (llama.cpp runs its
+  quantized weights whatever the CPU) answers the same Spider dev questions (one per database, so each one
   pays its schema prefill, as a new visitor does) through ``text2sql.pipeline.ask``, loaded once
   with ``TEXT2SQL_DTYPE=bfloat16`` and once with ``float32``.
 * Training: ``training.train`` with the CPU recipe on the same packs (same examples, seed and

@@ -96,12 +96,12 @@ def folder_milestone(folder: Path) -> Milestone:
     return Milestone(step, "tree", str(folder), fingerprint.read_text().strip() if fingerprint.is_file() else "")
 
 
-def find_milestones(milestone_dir: Path, also: list[Path]) -> tuple[list[Milestone], list[Milestone]]:
-    """(the milestones to evaluate, one per step; those skipped as trained on other data).
+def find_milestones(repo: Path, milestone_dir: Path, also: list[Path]) -> tuple[list[Milestone], list[Milestone]]:
+    """(the milestones to evaluate, one per step; those skipped as trained on other data, one
+    per step and data).
 
     The run's data is the newest milestone's (the tree's, else the newest commit's); extra
     folders (``also``) are always kept."""
-    repo = repository_of(milestone_dir)
     in_tree = sorted((folder_milestone(p) for p in milestone_dir.glob("checkpoint-*") if p.is_dir()), key=lambda m: -m.step)
     relative = milestone_dir.resolve().relative_to(repo.resolve()).as_posix()
     everything = in_tree + committed_milestones(repo, relative)
@@ -109,16 +109,16 @@ def find_milestones(milestone_dir: Path, also: list[Path]) -> tuple[list[Milesto
         raise SystemExit(f"No milestones in {milestone_dir}, in the tree or in git history.")
     fingerprint = everything[0].fingerprint if everything else None
     chosen: dict[int, Milestone] = {}
-    skipped = []
-    for milestone in everything:
+    skipped: dict[tuple[int, str], Milestone] = {}
+    for milestone in everything:  # the tree first, then the newest commit: keep the first of each
         if milestone.fingerprint != fingerprint:
-            skipped.append(milestone)
+            skipped.setdefault((milestone.step, milestone.fingerprint), milestone)
         else:
-            chosen.setdefault(milestone.step, milestone)  # the tree first, then the newest commit
+            chosen.setdefault(milestone.step, milestone)
     for folder in also:
         extra = folder_milestone(folder)
         chosen[extra.step] = extra
-    return sorted(chosen.values(), key=lambda m: m.step), skipped
+    return sorted(chosen.values(), key=lambda m: m.step), list(skipped.values())
 
 
 def checked_out(milestone: Milestone, repo: Path, scratch: Path) -> Path:
@@ -258,10 +258,10 @@ def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     milestone_dir = Path(args.milestones or Path("training/milestones") / args.run)
     out = args.out or Path("results/checkpoints") / args.run
-    milestones, skipped = find_milestones(milestone_dir, args.also)
+    repo = repository_of(milestone_dir)
+    milestones, skipped = find_milestones(repo, milestone_dir, args.also)
     milestones = [m for m in milestones if m.step >= args.min_step]
     wordings = WORDINGS if args.reworded else WORDINGS[:1]
-    repo = repository_of(milestone_dir)
     rows = []
     with tempfile.TemporaryDirectory(prefix="milestones-") as scratch:
         for milestone in milestones:

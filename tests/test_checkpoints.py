@@ -53,7 +53,7 @@ def repo(tmp_path, monkeypatch):
 
 
 def test_milestones_come_from_history_and_the_tree_and_other_data_is_skipped(repo):
-    milestones, skipped = checkpoints.find_milestones(repo / "training/milestones/run", [])
+    milestones, skipped = checkpoints.find_milestones(repo, repo / "training/milestones/run", [])
     assert [(m.step, m.source == "tree") for m in milestones] == [(4, False), (8, True)]
     assert [(m.step, m.fingerprint) for m in skipped] == [(4, "old")]
     extracted = checkpoints.checked_out(milestones[0], repo, repo / "scratch")
@@ -63,9 +63,9 @@ def test_milestones_come_from_history_and_the_tree_and_other_data_is_skipped(rep
 
 def test_a_folder_that_is_not_a_milestone_is_refused(repo, tmp_path):
     with pytest.raises(SystemExit, match="no step in its name"):
-        checkpoints.find_milestones(repo / "training/milestones/run", [tmp_path])
+        checkpoints.find_milestones(repo, repo / "training/milestones/run", [tmp_path])
     with pytest.raises(SystemExit, match="No milestones"):
-        checkpoints.find_milestones(repo / "training/milestones/elsewhere", [])
+        checkpoints.find_milestones(repo, repo / "training/milestones/elsewhere", [])
 
 
 def test_each_milestone_is_evaluated_once_and_the_best_is_chosen(repo, fake_model):

@@ -246,7 +246,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reworded", action="store_true", help="also evaluate in the file's wording")
     parser.add_argument("--baseline", default=BASELINE, help="base model runs: BASELINE-original and BASELINE-reworded")
     parser.add_argument("--out", type=Path, help="default: results/checkpoints/RUN")
-    parser.add_argument("--min-step", type=int, default=0, help="leave out milestones before this step")
+    parser.add_argument("--min-step", type=int, default=0, help="evaluate only milestones from this step on (all are listed)")
     parser.add_argument("--list", action="store_true", help="list the milestones found and their runs, run nothing")
     parser.add_argument("--spider", help="Spider folder (default: evaluation.evaluate's)")
     parser.add_argument("--threads", type=int)
@@ -260,13 +260,12 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or Path("results/checkpoints") / args.run
     repo = repository_of(milestone_dir)
     milestones, skipped = find_milestones(repo, milestone_dir, args.also)
-    milestones = [m for m in milestones if m.step >= args.min_step]
     wordings = WORDINGS if args.reworded else WORDINGS[:1]
     rows = []
     with tempfile.TemporaryDirectory(prefix="milestones-") as scratch:
         for milestone in milestones:
             adapter = checked_out(milestone, repo, Path(scratch))
-            if not args.list:
+            if not args.list and milestone.step >= args.min_step:  # earlier ones stay in the table as they are
                 for wording in wordings:
                     evaluate_milestone(adapter, run_folder(out, milestone.step, wording), wording, args)
             rate, loss = training_state(adapter)

@@ -103,3 +103,5 @@ def test_each_milestone_is_evaluated_once_and_the_best_is_chosen(repo, fake_mode
         f"put otherwise: {e.question}" for e in club
     ]
     assert (runs / "step-8-reworded" / "metrics.json").is_file() and not (runs / "step-4-reworded").exists()
+    assert f"| {100 * ex[4]:.1f} (" in next(line for line in (runs / "README.md").read_text().splitlines()
+                                          if line.startswith("| 4 | `"))  # step 4 is still in the table

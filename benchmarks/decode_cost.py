@@ -51,9 +51,8 @@ def step_ms(context, start: int, n: int, repeats: int, rows: bool) -> float:
             for seq in range(1, n + 1):
                 context.copy_seq(0, seq)
             context.feed([(seq, [token], start) for seq in range(1, n + 1)])
-        else:  # the feed of a verifying step: logits after every token, not only the last
-            context._decode([(0, token, start + i, True) for i in range(n)])
-            context._logits(n)
+        else:
+            context.feed([(0, [token] * n, start)], every_token=True)
         times.append(1000 * (time.perf_counter() - began))
         for seq in range(1, n + 1):
             context.remove_seq(seq)

@@ -217,6 +217,20 @@ def teacher_forced_logprob(generator, prompt_ids: list[int], completion: tuple[i
     return sum(float(row[token] - row.max() - np.log(np.exp(row - row.max()).sum())) for row, token in zip(logits, completion))
 
 
+def test_a_feed_can_return_the_logits_after_every_token(registry):
+    generator = engine.load_generator("smol", registry)
+    prompt = generator.token_ids(PROMPTS[0])
+    completion = generator.model.tokenize("SELECT count(*) FROM singer")
+    expected = forced_logits(generator, prompt, completion)
+    generator.context.clear()
+    generator.context.feed([(1, prompt[:-1], 0)], logits=False)
+    rows = generator.context.feed([(1, [prompt[-1], *completion[:-1]], len(prompt) - 1)], every_token=True)
+    generator.context.clear()
+    assert rows.shape == (len(completion), generator.model.n_vocab)
+    for row, one_at_a_time in zip(rows, expected):  # the same next token, up to the batch shape's noise
+        assert row.max() - row[one_at_a_time.argmax()] <= NOISE
+
+
 def test_each_candidates_logprob_is_its_sequence_log_likelihood(registry):
     generator = engine.load_generator("smol", registry)
     prompt = generator.token_ids(PROMPTS[1])

@@ -234,11 +234,13 @@ class LlamaContext:
         if self.lib.llama_state_seq_set_data(self.pointer, state, len(state), seq) == 0:
             raise RuntimeError("llama.cpp could not restore a saved prefix (its KV cache is full).")
 
-    def feed(self, items: list[tuple[int, list[int], int]], logits: bool = True) -> np.ndarray | None:
+    def feed(self, items: list[tuple[int, list[int], int]], logits: bool = True,
+             every_token: bool = False) -> np.ndarray | None:
         """Run each ``(seq, tokens, first position)`` through the model, in batches of at most
         ``n_batch`` tokens; with ``logits``, the next-token logits after each item's last token
-        (one row per item, float32)."""
-        flat = [(seq, token, start + i, logits and i == len(tokens) - 1)
+        (one row per item, float32), or with ``every_token`` after each of its tokens (one row
+        per token, as a step verifying drafted tokens needs; at most ``n_seq`` rows a batch)."""
+        flat = [(seq, token, start + i, logits and (every_token or i == len(tokens) - 1))
                 for seq, tokens, start in items for i, token in enumerate(tokens)]
         rows = []
         for begin in range(0, len(flat), self.n_batch):

@@ -17,6 +17,12 @@ the server batches the requests (vLLM, TGI) or queues them (llama.cpp's servers)
 written in the same order as without it, so the file and resuming are the same; ``latency_ms``
 then includes time waiting at the server. In-process engines batch instead (``--batch-size``).
 
+``--schema-tables N`` shows each prompt only the N tables most related to its question
+(setting ``schema_tables``, ``text2sql.prompt.likely_tables``) instead of the whole schema;
+each line then records ``"schema_tables": N``, and a rerun into a folder made otherwise is
+refused. ``evaluation.schema_tables`` measures, without a model, how often that keeps every
+table the gold query uses and how many prompt tokens it saves.
+
 ``--questions FILE`` (JSON lines ``{"id", "db_id", "question", "reworded"}``, checked by
 ``text2sql.spider.read_rewordings``) asks the file's questions in its wording instead of
 Spider's (only those ids); each line then also keeps ``original_question``, and a rerun into
@@ -123,6 +129,8 @@ def prediction_lines(
             "decoding": decoding.as_dict(),
             "cpu": cpu.kind(),
         }
+        if get_settings().schema_tables:
+            line["schema_tables"] = get_settings().schema_tables
         if not decoding.is_greedy:
             line["selection_rule"] = get_settings().selection_rule
             line["candidates"] = [c.as_dict() for c in generation.candidates]
@@ -139,6 +147,21 @@ def check_same_decoding(done: list[dict], decoding: Decoding, path: Path) -> Non
                 f"{path} holds predictions made with decoding {line.get('decoding')}, not {decoding.as_dict()}; "
                 "choose another --out."
             )
+
+
+def check_same_schema_tables(done: list[dict], path: Path) -> None:
+    """Refuse to add to predictions whose prompts showed another number of tables (absent: all)."""
+    wanted = get_settings().schema_tables or None
+    for line in done:
+        if line.get("schema_tables") != wanted:
+            raise SystemExit(
+                f"{path} holds predictions whose prompts showed {_tables_shown(line.get('schema_tables'))}, "
+                f"not {_tables_shown(wanted)}; choose another --out."
+            )
+
+
+def _tables_shown(n: int | None) -> str:
+    return f"the {n} likeliest tables" if n else "every table"
 
 
 def check_same_questions(done: list[dict], spider, split: str, questions: dict[int, str] | None, path: Path) -> None:
@@ -196,6 +219,7 @@ def generate_predictions(
     done = read_predictions(path) if path.exists() else []
     check_same_decoding(done, decoding, path)
     check_same_questions(done, spider, split, questions, path)
+    check_same_schema_tables(done, path)
     # Rewrite without a line cut short by an interrupted run, so appends start on a fresh line.
     path.write_text("".join(json.dumps(p) + "\n" for p in done))
     todo = pending_examples(spider, split, {p["id"] for p in done}, limit, databases, questions)
@@ -263,6 +287,10 @@ def make_parser() -> argparse.ArgumentParser:
         "--temperature", type=float, default=None, help="best-of-k: sampling temperature (default: setting)"
     )
     parser.add_argument("--seed", type=int, default=0, help="best-of-k: base seed of the draws")
+    parser.add_argument(
+        "--schema-tables", type=int, default=None,
+        help="show each prompt only the N tables most related to its question (default: setting schema_tables, 0: all)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch, llama.cpp; default: their choice)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per query when scoring")
     parser.add_argument("--workers", type=int, default=2, help="scoring processes")
@@ -293,6 +321,12 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         os.environ["TEXT2SQL_THREADS"] = str(args.threads)
+    if args.schema_tables is not None:
+        if args.schema_tables < 0:
+            raise SystemExit("--schema-tables must be 0 (every table) or the number of tables to show.")
+        import os
+
+        os.environ["TEXT2SQL_SCHEMA_TABLES"] = str(args.schema_tables)
     decoding = Decoding.from_mode(args.mode, args.k, args.temperature, args.seed)
     registry, model = None, args.model
     if args.adapter:

@@ -73,6 +73,14 @@ def run_engine(predictions: list[dict]) -> str | None:
     return " | ".join(engines) or None
 
 
+def run_schema_tables(predictions: list[dict]) -> int | None:
+    """How many tables each prompt showed (``evaluate --schema-tables``); None: the whole schema."""
+    shown = {p.get("schema_tables") for p in predictions}
+    if len(shown) > 1:
+        raise ValueError(f"The predictions' prompts showed different numbers of tables: {sorted(shown, key=str)}")
+    return shown.pop() if shown else None
+
+
 def selection_summary(predictions: list[dict]) -> dict | None:
     """Best-of-k runs: the selection rule (null for runs made before it was recorded: the vote),
     how many candidates ran, and how often the repair round was needed and worked."""
@@ -118,6 +126,7 @@ def build_metrics(items: list[dict], model: str, split: str, predictions: list[d
         "engine": run_engine(list(predictions)),
         "selection": _with_coverage(selection_summary(list(predictions)), items),
         "evaluator_version": EVALUATOR_VERSION,
+        **({"schema_tables": tables} if (tables := run_schema_tables(list(predictions))) else {}),
     }
 
 
@@ -200,6 +209,10 @@ def report_markdown(metrics: dict, items: list[dict], context: dict, predictions
         f"| {_number(metrics['latency_ms']['p50'])} / {_number(metrics['latency_ms']['p95'])} |",
         f"| decoding | {_decoding_text(metrics.get('decoding'), (metrics.get('selection') or {}).get('rule'))} |",
         *_selection_rows(metrics.get("selection")),
+        *(
+            [f"| schema in the prompt | the {metrics['schema_tables']} tables most related to each question |"]
+            if metrics.get("schema_tables") else []
+        ),
         "",
         "EX: the test-suite evaluator's execution match on the single dev database, DISTINCT kept,",
         "no value plugging; rows as bags, in order only when the gold SQL contains `order by`;",

@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from evaluation import compare, evaluate, leaderboard
+from evaluation import compare, evaluate, leaderboard, schema_tables
 from tests.conftest import SPIDER
 from text2sql import cpu
+from text2sql.spider import Spider
 
 
 needs_spider = pytest.mark.skipif(not (SPIDER / "dev.json").is_file(), reason="Spider data not found")
@@ -54,6 +55,55 @@ def test_evaluate_can_keep_to_some_databases(fake_model, tmp_path):
     assert [p["db_id"] for p in predictions] == ["pets_1"] * 4  # file order: pets_1 comes first
     with pytest.raises(SystemExit, match="No database file for: no_such_db, wta_1"):
         evaluate.main(args + ["--databases", "pets_1,wta_1,no_such_db"])
+
+
+@needs_spider
+def test_evaluate_can_show_only_the_likeliest_tables_and_the_cut_is_measured(fake_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TEXT2SQL_SCHEMA_TABLES", "0")  # evaluate --schema-tables sets it; restored after the test
+    gold = [q["query"] for q in json.loads((SPIDER / "dev.json").read_text())[:4]]  # concert_singer's first four
+    args = ["--model", "fake", "--spider", str(SPIDER), "--limit", "4", "--workers", "1"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    fake_model.enqueue(*gold)
+    evaluate.main(args + ["--out", str(whole)])
+    asked = len(fake_model.history)
+    fake_model.enqueue(*gold[:3], "SELECT name FROM stadium")
+    evaluate.main(args + ["--out", str(cut), "--schema-tables", "2"])
+
+    prompts = [messages[1]["content"] for messages in fake_model.history[asked:]]
+    assert all(p.count("CREATE TABLE") == 2 and "CREATE TABLE singer" in p for p in prompts)
+    assert all(line["schema_tables"] == 2 for line in lines(cut / "predictions.jsonl"))
+    assert "schema_tables" not in lines(whole / "predictions.jsonl")[0]
+    assert json.loads((cut / "metrics.json").read_text())["schema_tables"] == 2
+    assert "schema_tables" not in json.loads((whole / "metrics.json").read_text())
+    assert "| schema in the prompt | the 2 tables most related to each question |" in (cut / "report.md").read_text()
+    with pytest.raises(SystemExit, match="showed the 2 likeliest tables, not every table"):
+        evaluate.main(args + ["--out", str(cut), "--schema-tables", "0", "--limit", "5"])
+
+    capsys.readouterr()
+    report_path = tmp_path / "schema_tables.json"
+    schema_tables.main(
+        ["--model", "fake", "--tables", "2", "--spider", str(SPIDER), "--runs", str(whole), str(cut), "--out", str(report_path)]
+    )
+    report = json.loads(report_path.read_text())
+    (row,) = report["coverage"]
+    spider = Spider(SPIDER)
+    examples = [e for e in spider.examples("dev") if spider.has_database(e.db_id)]
+    assert row["questions"] == len(examples)
+    assert row["changed"] == sum(len(spider.schema(e.db_id).tables) > 2 for e in examples)
+    assert row["gold_kept_changed"] < row["changed"] and row["prompt_tokens_cut"] < row["prompt_tokens_whole"]
+    pairing = report["runs"]
+    assert pairing["tables"] == 2
+    assert pairing["ex"]["all"] | {"ci95": None} == {
+        "n": 4, "a": 1.0, "b": 0.75, "difference": -0.25, "ci95": None, "a_only": 1, "b_only": 0, "p_value": 1.0,
+    }
+    assert pairing["ex"]["gold kept"]["n"] == 4 and "gold lost" not in pairing["ex"]
+    assert pairing["prompt_tokens_mean"]["cut"] < pairing["prompt_tokens_mean"]["whole"]
+    assert "| all | 4 | 100.0 | 75.0 | -25.0" in capsys.readouterr().out
+
+
+def test_gold_tables_are_the_schemas_tables_the_query_reads():
+    sql = "SELECT T1.name FROM singer AS T1 JOIN Concert AS T2 ON T1.id = T2.sid WHERE T2.year IN (SELECT year FROM stadium)"
+    assert schema_tables.gold_tables(sql, ["singer", "concert", "stadium", "unused"]) == {"singer", "concert", "stadium"}
 
 
 def write_scored(folder, outcomes):

@@ -3,7 +3,11 @@
     python -m pytest tests/test_prompt.py -v
 """
 
-from text2sql.prompt import SYSTEM_PROMPT, build_completion, build_messages, fit_schema, table_relevance
+import pytest
+
+from text2sql.prompt import (
+    SYSTEM_PROMPT, build_completion, build_messages, fit_schema, likely_tables, table_relevance,
+)
 from text2sql.schema import Column, Schema, Table
 
 
@@ -72,3 +76,25 @@ def test_relevance_prefers_tables_named_in_the_question():
     scores = table_relevance(_schema(n_tables=4), "list every singer name")
     assert scores["singer"] > scores["stadium"] >= 0
     assert scores["singer"] > scores["unrelated_0"]
+
+
+def test_likely_tables_keeps_the_most_related_in_the_schemas_order():
+    schema = _schema(n_tables=5)
+    question = "Which stadium has the largest capacity, and which singer sang there?"
+    shown, warnings = likely_tables(schema, question, 2)
+    assert shown.table_names() == ["singer", "stadium"]
+    assert warnings == [
+        "The prompt shows the 2 table(s) most related to the question (setting schema_tables); "
+        "left out: unrelated_0, unrelated_1, unrelated_2"
+    ]
+    shown, _ = likely_tables(schema, "What is the stadium capacity?", 1)
+    assert shown.table_names() == ["stadium"]
+    # no table is related: ties keep the schema's order
+    assert likely_tables(schema, "How many?", 2)[0].table_names() == ["singer", "stadium"]
+
+
+def test_likely_tables_leaves_a_schema_with_few_enough_tables_alone():
+    schema = _schema(n_tables=3)
+    assert likely_tables(schema, "anything", 3) == (schema, [])
+    with pytest.raises(ValueError, match="TEXT2SQL_SCHEMA_TABLES must be 0"):
+        likely_tables(schema, "anything", -1)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import build_db
 from text2sql.engine import load_generator
-from text2sql.pipeline import Database, answer_batch, ask, how_answered
+from text2sql.pipeline import Database, answer_batch, ask, how_answered, warm_up
 from text2sql.selection import AUTO, BEST_OF_K, GREEDY, Candidate, Decoding, check_candidates, choose
 
 
@@ -299,3 +299,19 @@ def test_auto_where_nothing_runs_gets_best_of_ks_repair_round(fake_model, databa
     assert fake_model.calls == [("sample", 1, 1), ("sample", 1, 2), ("sample", 1, 2)]
     assert answer.generation.repair.ran and answer.result.rows == [("Bob",)]
     assert "the model repaired the most likely one, given its error, and it ran." in how_answered(answer.generation)
+
+
+def test_schema_tables_shows_each_prompt_only_its_likely_tables_and_skips_the_warm_up(fake_model, database, monkeypatch):
+    monkeypatch.setenv("TEXT2SQL_SCHEMA_TABLES", "1")
+    fake_model.enqueue("SELECT count(*) FROM concert", "SELECT name FROM singer")
+    answers = answer_batch(load_generator(), database, ["How many concerts?", "Names of every singer?"])
+    concert_prompt, singer_prompt = (messages[1]["content"] for messages in fake_model.history)
+    assert "CREATE TABLE concert" in concert_prompt and "CREATE TABLE singer" not in concert_prompt
+    assert "CREATE TABLE singer" in singer_prompt and "CREATE TABLE concert" not in singer_prompt
+    assert "left out: singer" in answers[0].generation.warnings[-1]
+    assert [a.result.rows for a in answers] == [[(3,)], [("Ann",), ("Bob",), ("Cy",)]]
+    warm_up(database)
+    assert fake_model.prefilled == []  # no prefix is shared by every question
+    monkeypatch.setenv("TEXT2SQL_SCHEMA_TABLES", "2")
+    warm_up(database)
+    assert len(fake_model.prefilled) == 1

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from text2sql.engine import SQLGenerator, load_generator
 from text2sql.errors import DatabaseFileError
-from text2sql.prompt import Messages, build_messages, fit_schema
+from text2sql.prompt import Messages, build_messages, fit_schema, likely_tables
 from text2sql.sandbox import QueryResult, Sandbox, check_database_file, is_wal_mode, private_copy
 from text2sql.schema import Schema, parse_schema_text
 from text2sql.selection import (
@@ -137,11 +137,15 @@ def _streaming(method: Callable, on_text: Callable[[str], None] | None) -> dict:
 
 
 def _prompts(generator: SQLGenerator, schema: Schema, questions: list[str]) -> list[_Prompt]:
+    shown_tables = get_settings().schema_tables
     prompts = []
     for question in questions:
-        fitted, warnings = fit_schema(schema, question, generator.count_tokens, generator.max_prompt_tokens)
+        shown, trimmed = likely_tables(schema, question, shown_tables) if shown_tables else (schema, [])
+        fitted, warnings = fit_schema(shown, question, generator.count_tokens, generator.max_prompt_tokens)
         messages = build_messages(fitted, question)
-        prompts.append(_Prompt(fitted, messages, list(schema.notes) + warnings, generator.count_tokens(messages)))
+        prompts.append(
+            _Prompt(fitted, messages, list(schema.notes) + trimmed + warnings, generator.count_tokens(messages))
+        )
     return prompts
 
 
@@ -358,7 +362,10 @@ def run_or_check(database: Database, sql: str) -> QueryResult:
 def warm_up(database: Database, model: str | None = None) -> None:
     """Compute ``database``'s prompt prefix (system prompt + schema) with ``model`` (None: the
     default) before the first question, which then computes only its own tokens. A schema too
-    long for the prompt is trimmed per question, so it has no common prefix to warm."""
+    long for the prompt, or cut to each question's tables (setting ``schema_tables``), is
+    trimmed per question, so it has no common prefix to warm."""
+    if 0 < get_settings().schema_tables < len(database.schema.tables):
+        return
     generator = load_generator(model)
     messages = build_messages(database.schema, "")
     if generator.count_tokens(messages) < generator.max_prompt_tokens:

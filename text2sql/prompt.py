@@ -13,6 +13,10 @@ so the schema's cached KV serves it too.
 ``fit_schema`` keeps long schemas inside the model's context: it measures the prompt
 with the model's own token counter and trims sample values first, then the tables least
 related to the question, and says what it dropped.
+
+``likely_tables`` shows the prompt only the tables most related to the question (setting
+``schema_tables``; off by default: it costs EX and the per-database prefix reuse, see
+results/schema-tables/README.md).
 """
 
 from __future__ import annotations
@@ -83,6 +87,23 @@ def table_relevance(schema: Schema, question: str) -> dict[str, float]:
         score += sum(len(set(word_stems(c.name)) & asked) for c in table.columns) / max(1, len(table.columns)) ** 0.5
         scores[table.name] = score
     return scores
+
+
+def likely_tables(schema: Schema, question: str, n: int) -> tuple[Schema, list[str]]:
+    """``schema`` with only the ``n`` tables most related to ``question`` (``table_relevance``;
+    ties keep the schema's order), in the schema's order, and a warning naming what was left out."""
+    if n < 1:
+        raise ValueError(f"TEXT2SQL_SCHEMA_TABLES must be 0 (every table) or the number of tables to show, not {n}.")
+    if len(schema.tables) <= n:
+        return schema, []
+    scores = table_relevance(schema, question)
+    ranked = sorted(schema.table_names(), key=lambda name: -scores[name])  # stable: ties keep schema order
+    dropped = ranked[n:]
+    warning = (
+        f"The prompt shows the {n} table(s) most related to the question (setting schema_tables); "
+        f"left out: " + ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else "")
+    )
+    return schema.without_tables(set(dropped)), [warning]
 
 
 def fit_schema(

@@ -11,13 +11,15 @@ sandboxed execution) three ways:
 - **next question, same database**: another question about it, right after.
 
 With ``--best-of K`` it also times best-of-K on the next question, warm. ``--model a,b``
-times each model in turn (on each engine). It prints p50 and p95 per run and, for two runs,
+times each model in turn (on each engine). ``--schema-tables N`` times each of those twice,
+with the whole schema and with each prompt cut to the question's N likeliest tables (setting
+``schema_tables``: shorter prompts, but a database it cuts has no shared prefix to warm up). It prints p50 and p95 per run and, for two runs,
 the ratio of the first's p50 to the second's (llama.cpp / transformers, or model a / model
 b), with the CPU's flags and the load average (the machine may be shared). Not a test:
 numbers depend on the machine.
 
     nice -n 10 python benchmarks/latency.py [--questions 20] [--threads 2] [--model qwen2.5-coder-0.5b-spider] \\
-        [--engines llama.cpp,transformers] [--best-of 8]
+        [--engines llama.cpp,transformers] [--best-of 8] [--schema-tables 3]
     nice -n 10 python -m benchmarks.latency --threads 1 --engines llama.cpp --model qwen2.5-coder-1.5b,qwen2.5-coder-0.5b-spider
 """
 
@@ -52,17 +54,21 @@ def pick_questions(n: int):
     return spider, pairs[::step][:n]
 
 
-def time_engine(engine_name: str, model: str | None, spider, pairs, best_of: int | None) -> dict[str, list[float]]:
+def time_engine(
+    engine_name: str, model: str | None, spider, pairs, best_of: int | None, schema_tables: int = 0
+) -> dict[str, list[float]]:
     from text2sql import engine
     from text2sql.pipeline import Database, ask, warm_up
     from text2sql.selection import Decoding
 
     os.environ["TEXT2SQL_ENGINE"] = engine_name
+    os.environ["TEXT2SQL_SCHEMA_TABLES"] = str(schema_tables)
     engine.unload_all()
     started = time.perf_counter()
     generator = engine.load_generator(model)
     times: dict[str, list[float]] = {"load": [time.perf_counter() - started]}
-    print(f"\n{engine_name}: {generator.spec.name}, {generator.engine}\n  weights: {generator.origin}")
+    shown = f"the {schema_tables} likeliest tables" if schema_tables else "the whole schema"
+    print(f"\n{engine_name}: {generator.spec.name}, {generator.engine}, prompts show {shown}\n  weights: {generator.origin}")
     print(f"  loaded in {times['load'][0]:.1f} s")
     for first, second in pairs:
         database = Database.from_file(spider.db_path(first.db_id))
@@ -86,6 +92,14 @@ def time_engine(engine_name: str, model: str | None, spider, pairs, best_of: int
     return times
 
 
+def run_label(model: str | None, engine_name: str, schema_tables: int | None) -> str:
+    """A run's column title: the engine, with the model and the tables shown where those vary."""
+    label = f"{model} on {engine_name}" if model else engine_name
+    if schema_tables is None:
+        return label
+    return f"{label}, {schema_tables} tables" if schema_tables else f"{label}, all tables"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=20, help="databases (two questions each)")
@@ -94,7 +108,13 @@ def main() -> None:
                         help="registry model(s), comma-separated (default: the fine-tuned 0.5B, which runs on both engines)")
     parser.add_argument("--engines", default="llama.cpp,transformers")
     parser.add_argument("--best-of", type=int, default=None, help="also time best-of-K on the warm database")
+    parser.add_argument(
+        "--schema-tables", type=int, default=0,
+        help="also time every run with each prompt cut to the question's N likeliest tables",
+    )
     args = parser.parse_args()
+    if args.schema_tables < 0:
+        raise SystemExit("--schema-tables must be the number of tables to show (0: time the whole schema only).")
 
     os.environ["TEXT2SQL_THREADS"] = str(args.threads)
     import torch
@@ -104,10 +124,11 @@ def main() -> None:
     print(f"{cpu.summary()}; {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
     engines = args.engines.split(",")
     models = args.model.split(",") if args.model else [None]
+    cuts = [0, args.schema_tables] if args.schema_tables else [0]
     results = {
-        f"{model} on {engine_name}" if len(models) > 1 else engine_name:
-            time_engine(engine_name, model, spider, pairs, args.best_of)
-        for model in models for engine_name in engines
+        run_label(model if len(models) > 1 else None, engine_name, tables if len(cuts) > 1 else None):
+            time_engine(engine_name, model, spider, pairs, args.best_of, tables)
+        for model in models for engine_name in engines for tables in cuts
     }
     runs = list(results)
     width = max(18, *(len(run) + 5 for run in runs))

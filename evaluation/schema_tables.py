@@ -14,7 +14,10 @@ With ``--runs WHOLE CUT`` (two ``evaluate`` runs of one model, the second with
 ``--schema-tables N``) it also pairs their EX on the questions both
 answered (exact McNemar, ``evaluation.compare``), split by whether the cut kept the gold
 tables, and compares their generation time per question (``latency_ms``: a batch's time over
-its size), where the cut prompts lose most of the per-database prefix reuse.
+its size), where the cut prompts lose most of the per-database prefix reuse. When the cut run
+answered only the questions it changes (``evaluate --databases``: those of databases with more
+than N tables), *whole run, cut answers* is the whole run's EX with the cut run's answers where
+it has them: the other questions' prompts are the same text in both settings.
 
     python -m evaluation.schema_tables --model qwen2.5-coder-1.5b --tables 1 2 3 4 \\
         --runs results/qwen2.5-coder-1.5b-base-threads-2-quiet results/qwen2.5-coder-1.5b-base-schema-tables-3 \\
@@ -95,6 +98,7 @@ def paired_runs(whole: Path, cut: Path, examples: list, spider) -> dict:
     }
     groups = {"all": shared, "gold kept": [i for i in shared if kept[i]], "gold lost": [i for i in shared if not kept[i]]}
     whole_ms, cut_ms = read_lines(whole), lines
+    spliced = [bool((b[i] if i in b else a[i])["ex"]) for i in a]
     return {
         "whole": str(whole),
         "cut": str(cut),
@@ -103,6 +107,7 @@ def paired_runs(whole: Path, cut: Path, examples: list, spider) -> dict:
             name: paired_difference([bool(a[i]["ex"]) for i in ids], [bool(b[i]["ex"]) for i in ids])
             for name, ids in groups.items() if ids
         },
+        "whole_run_cut_answers": {"n": len(spliced), "ex": round(sum(spliced) / len(spliced), 6)},
         "latency_ms_mean": {
             "whole": round(statistics.mean(whole_ms[i]["latency_ms"] for i in shared), 1),
             "cut": round(statistics.mean(cut_ms[i]["latency_ms"] for i in shared), 1),
@@ -138,6 +143,8 @@ def print_pairing(pairing: dict) -> None:
             f"| {name} | {d['n']} | {100 * d['a']:.1f} | {100 * d['b']:.1f} | {100 * d['difference']:+.1f} "
             f"({100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f}) | {d['a_only']} / {d['b_only']} | {d['p_value']:.2g} |"
         )
+    spliced = pairing["whole_run_cut_answers"]
+    print(f"\nwhole run, cut answers: EX {100 * spliced['ex']:.1f}% of {spliced['n']}")
     ms, tokens = pairing["latency_ms_mean"], pairing["prompt_tokens_mean"]
     ratio = f" ({ms['cut'] / ms['whole']:.2f}x)" if ms["whole"] else ""
     print(

@@ -97,6 +97,7 @@ def test_evaluate_can_show_only_the_likeliest_tables_and_the_cut_is_measured(fak
         "n": 4, "a": 1.0, "b": 0.75, "difference": -0.25, "ci95": None, "a_only": 1, "b_only": 0, "p_value": 1.0,
     }
     assert pairing["ex"]["gold kept"]["n"] == 4 and "gold lost" not in pairing["ex"]
+    assert pairing["whole_run_cut_answers"] == {"n": 4, "ex": 0.75}
     assert pairing["prompt_tokens_mean"]["cut"] < pairing["prompt_tokens_mean"]["whole"]
     assert "| all | 4 | 100.0 | 75.0 | -25.0" in capsys.readouterr().out
 

@@ -106,7 +106,8 @@ def leaderboard_table(results: list[dict]) -> pd.DataFrame:
         row = {
             "run": result["run"],
             "model": result.get("model", ""),
-            "decoding": decoding_label(result.get("decoding")),
+            "decoding": decoding_label(result.get("decoding"))
+            + (f", {result['schema_tables']} tables" if result.get("schema_tables") else ""),
             "n": result.get("n"),
             "EX %": _percent(result.get("ex")),
             "EX 95% CI": _ci_text(result.get("ex_ci95")),

@@ -15,8 +15,8 @@ with the model's own token counter and trims sample values first, then the table
 related to the question, and says what it dropped.
 
 ``likely_tables`` shows the prompt only the tables most related to the question (setting
-``schema_tables``; off by default: it costs EX and the per-database prefix reuse, see
-results/schema-tables/README.md).
+``schema_tables``; off by default: it gains EX on Spider dev but gives up the per-database
+prefix reuse, see results/schema-tables/README.md).
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ then includes time waiting at the server. In-process engines batch instead (``--
 
 ``--schema-tables N`` shows each prompt only the N tables most related to its question
 (setting ``schema_tables``, ``text2sql.prompt.likely_tables``) instead of the whole schema;
-each line then records ``"schema_tables": N``, and a rerun into a folder made otherwise is
-refused. ``evaluation.schema_tables`` measures, without a model, how often that keeps every
+``--schema-hint N`` keeps the whole schema and names those N tables after it (setting
+``schema_hint``). Each line records them (``"schema_tables": N``, ``"schema_hint": N``) where
+they are on, and a rerun into a folder made otherwise is refused. ``evaluation.schema_tables`` measures, without a model, how often that keeps every
 table the gold query uses and how many prompt tokens it saves.
 
 ``--questions FILE`` (JSON lines ``{"id", "db_id", "question", "reworded"}``, checked by
@@ -54,11 +55,12 @@ import argparse
 import dataclasses
 import itertools
 import json
+import os
 from pathlib import Path
 
 from text2sql import cpu
 from text2sql.selection import GREEDY, MODES, Decoding
-from text2sql.settings import get_settings
+from text2sql.settings import PROMPT_FIELDS, get_settings
 
 
 def pending_examples(
@@ -129,8 +131,7 @@ def prediction_lines(
             "decoding": decoding.as_dict(),
             "cpu": cpu.kind(),
         }
-        if get_settings().schema_tables:
-            line["schema_tables"] = get_settings().schema_tables
+        line.update(prompt_settings())
         if not decoding.is_greedy:
             line["selection_rule"] = get_settings().selection_rule
             line["candidates"] = [c.as_dict() for c in generation.candidates]
@@ -149,19 +150,22 @@ def check_same_decoding(done: list[dict], decoding: Decoding, path: Path) -> Non
             )
 
 
-def check_same_schema_tables(done: list[dict], path: Path) -> None:
-    """Refuse to add to predictions whose prompts showed another number of tables (absent: all)."""
-    wanted = get_settings().schema_tables or None
+def prompt_settings() -> dict[str, int]:
+    """The settings that change what a prompt shows (``PROMPT_FIELDS``), where not at their default."""
+    settings = get_settings()
+    return {name: getattr(settings, name) for name in PROMPT_FIELDS if getattr(settings, name)}
+
+
+def check_same_prompt(done: list[dict], path: Path) -> None:
+    """Refuse to add to predictions whose prompts were made with other prompt settings (absent: defaults)."""
+    wanted = prompt_settings()
     for line in done:
-        if line.get("schema_tables") != wanted:
+        recorded = {name: line[name] for name in PROMPT_FIELDS if line.get(name)}
+        if recorded != wanted:
             raise SystemExit(
-                f"{path} holds predictions whose prompts showed {_tables_shown(line.get('schema_tables'))}, "
-                f"not {_tables_shown(wanted)}; choose another --out."
+                f"{path} holds predictions made with prompt settings {recorded or 'at their defaults'}, "
+                f"not {wanted or 'at their defaults'}; choose another --out."
             )
-
-
-def _tables_shown(n: int | None) -> str:
-    return f"the {n} likeliest tables" if n else "every table"
 
 
 def check_same_questions(done: list[dict], spider, split: str, questions: dict[int, str] | None, path: Path) -> None:
@@ -219,7 +223,7 @@ def generate_predictions(
     done = read_predictions(path) if path.exists() else []
     check_same_decoding(done, decoding, path)
     check_same_questions(done, spider, split, questions, path)
-    check_same_schema_tables(done, path)
+    check_same_prompt(done, path)
     # Rewrite without a line cut short by an interrupted run, so appends start on a fresh line.
     path.write_text("".join(json.dumps(p) + "\n" for p in done))
     todo = pending_examples(spider, split, {p["id"] for p in done}, limit, databases, questions)
@@ -291,6 +295,10 @@ def make_parser() -> argparse.ArgumentParser:
         "--schema-tables", type=int, default=None,
         help="show each prompt only the N tables most related to its question (default: setting schema_tables, 0: all)",
     )
+    parser.add_argument(
+        "--schema-hint", type=int, default=None,
+        help="name, after the whole schema, the N tables most related to each question (default: setting schema_hint, 0: none)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch, llama.cpp; default: their choice)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per query when scoring")
     parser.add_argument("--workers", type=int, default=2, help="scoring processes")
@@ -315,18 +323,16 @@ def main(argv: list[str] | None = None) -> None:
 
     args = make_parser().parse_args(argv)
     if args.threads:
-        import os
-
         import torch
 
         torch.set_num_threads(args.threads)
         os.environ["TEXT2SQL_THREADS"] = str(args.threads)
-    if args.schema_tables is not None:
-        if args.schema_tables < 0:
-            raise SystemExit("--schema-tables must be 0 (every table) or the number of tables to show.")
-        import os
-
-        os.environ["TEXT2SQL_SCHEMA_TABLES"] = str(args.schema_tables)
+    for name in PROMPT_FIELDS:
+        value = getattr(args, name)
+        if value is not None:
+            if value < 0:
+                raise SystemExit(f"--{name.replace('_', '-')} must be 0 (off) or a number of tables.")
+            os.environ[f"TEXT2SQL_{name.upper()}"] = str(value)
     decoding = Decoding.from_mode(args.mode, args.k, args.temperature, args.seed)
     registry, model = None, args.model
     if args.adapter:

@@ -16,6 +16,7 @@ import numpy
 from evaluation import EVALUATOR_VERSION
 from text2sql.hardness import LEVELS
 from text2sql.leaderboard import wilson_interval
+from text2sql.settings import PROMPT_FIELDS
 
 
 KNOWN_EM_DIFFERENCES = """\
@@ -73,12 +74,26 @@ def run_engine(predictions: list[dict]) -> str | None:
     return " | ".join(engines) or None
 
 
-def run_schema_tables(predictions: list[dict]) -> int | None:
-    """How many tables each prompt showed (``evaluate --schema-tables``); None: the whole schema."""
-    shown = {p.get("schema_tables") for p in predictions}
-    if len(shown) > 1:
-        raise ValueError(f"The predictions' prompts showed different numbers of tables: {sorted(shown, key=str)}")
-    return shown.pop() if shown else None
+def run_prompt_settings(predictions: list[dict]) -> dict[str, int]:
+    """The prompt settings the predictions were made with where not at their default
+    (``evaluate --schema-tables``, ``--schema-hint``); lines that disagree are an error."""
+    recorded = {}
+    for name in PROMPT_FIELDS:
+        values = {p.get(name) for p in predictions}
+        if len(values) > 1:
+            raise ValueError(f"The predictions were made with different {name}: {sorted(values, key=str)}")
+        if values and (value := values.pop()):
+            recorded[name] = value
+    return recorded
+
+
+def _prompt_rows(metrics: dict) -> list[str]:
+    rows = []
+    if metrics.get("schema_tables"):
+        rows.append(f"| schema in the prompt | the {metrics['schema_tables']} tables most related to each question |")
+    if metrics.get("schema_hint"):
+        rows.append(f"| tables named after the schema | the {metrics['schema_hint']} most related to each question |")
+    return rows
 
 
 def selection_summary(predictions: list[dict]) -> dict | None:
@@ -126,7 +141,7 @@ def build_metrics(items: list[dict], model: str, split: str, predictions: list[d
         "engine": run_engine(list(predictions)),
         "selection": _with_coverage(selection_summary(list(predictions)), items),
         "evaluator_version": EVALUATOR_VERSION,
-        **({"schema_tables": tables} if (tables := run_schema_tables(list(predictions))) else {}),
+        **run_prompt_settings(list(predictions)),
     }
 
 
@@ -209,10 +224,7 @@ def report_markdown(metrics: dict, items: list[dict], context: dict, predictions
         f"| {_number(metrics['latency_ms']['p50'])} / {_number(metrics['latency_ms']['p95'])} |",
         f"| decoding | {_decoding_text(metrics.get('decoding'), (metrics.get('selection') or {}).get('rule'))} |",
         *_selection_rows(metrics.get("selection")),
-        *(
-            [f"| schema in the prompt | the {metrics['schema_tables']} tables most related to each question |"]
-            if metrics.get("schema_tables") else []
-        ),
+        *_prompt_rows(metrics),
         "",
         "EX: the test-suite evaluator's execution match on the single dev database, DISTINCT kept,",
         "no value plugging; rows as bags, in order only when the gold SQL contains `order by`;",

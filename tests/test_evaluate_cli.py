@@ -76,7 +76,7 @@ def test_evaluate_can_show_only_the_likeliest_tables_and_the_cut_is_measured(fak
     assert json.loads((cut / "metrics.json").read_text())["schema_tables"] == 2
     assert "schema_tables" not in json.loads((whole / "metrics.json").read_text())
     assert "| schema in the prompt | the 2 tables most related to each question |" in (cut / "report.md").read_text()
-    with pytest.raises(SystemExit, match="showed the 2 likeliest tables, not every table"):
+    with pytest.raises(SystemExit, match=r"prompt settings \{'schema_tables': 2\}, not at their defaults"):
         evaluate.main(args + ["--out", str(cut), "--schema-tables", "0", "--limit", "5"])
 
     capsys.readouterr()
@@ -100,6 +100,23 @@ def test_evaluate_can_show_only_the_likeliest_tables_and_the_cut_is_measured(fak
     assert pairing["whole_run_cut_answers"] == {"n": 4, "ex": 0.75}
     assert pairing["prompt_tokens_mean"]["cut"] < pairing["prompt_tokens_mean"]["whole"]
     assert "| all | 4 | 100.0 | 75.0 | -25.0" in capsys.readouterr().out
+
+
+@needs_spider
+def test_evaluate_can_name_the_likeliest_tables_after_the_whole_schema(fake_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXT2SQL_SCHEMA_HINT", "0")  # evaluate --schema-hint sets it; restored after the test
+    out = tmp_path / "named"
+    args = ["--model", "fake", "--spider", str(SPIDER), "--limit", "2", "--workers", "1", "--out", str(out)]
+    evaluate.main(args + ["--schema-hint", "2"])
+    for messages in fake_model.history:
+        prompt = messages[1]["content"]
+        assert prompt.count("CREATE TABLE") == 4  # concert_singer's every table
+        assert "\n\nTables most related to the question: " in prompt and "singer" in prompt.split("Tables most")[1]
+    assert [line["schema_hint"] for line in lines(out / "predictions.jsonl")] == [2, 2]
+    assert json.loads((out / "metrics.json").read_text())["schema_hint"] == 2
+    assert "| tables named after the schema | the 2 most related to each question |" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit, match=r"\{'schema_hint': 2\}, not \{'schema_hint': 1\}"):
+        evaluate.main(args + ["--schema-hint", "1", "--limit", "3"])
 
 
 def test_gold_tables_are_the_schemas_tables_the_query_reads():

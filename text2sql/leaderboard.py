@@ -88,6 +88,13 @@ def decoding_label(decoding: dict | None) -> str:
     return text if decoding["mode"] == "best-of-k" else f"auto, {text}"
 
 
+def prompt_label(result: dict) -> str:
+    """What a run's prompts showed other than the whole schema: ", 3 tables" (cut to the 3
+    likeliest), ", 3 tables named" (the whole schema, the 3 likeliest named after it)."""
+    label = f", {result['schema_tables']} tables" if result.get("schema_tables") else ""
+    return label + (f", {result['schema_hint']} tables named" if result.get("schema_hint") else "")
+
+
 def cpu_label(kinds: dict[str, int] | None) -> str:
     """The CPU kind a run was generated on (``text2sql.cpu.kind``); counts when a resumed run
     mixes kinds; "not recorded" for runs made before it was recorded."""
@@ -106,8 +113,7 @@ def leaderboard_table(results: list[dict]) -> pd.DataFrame:
         row = {
             "run": result["run"],
             "model": result.get("model", ""),
-            "decoding": decoding_label(result.get("decoding"))
-            + (f", {result['schema_tables']} tables" if result.get("schema_tables") else ""),
+            "decoding": decoding_label(result.get("decoding")) + prompt_label(result),
             "n": result.get("n"),
             "EX %": _percent(result.get("ex")),
             "EX 95% CI": _ci_text(result.get("ex_ci95")),

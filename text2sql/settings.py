@@ -56,6 +56,10 @@ class Settings:
     table). 3 gains EX on Spider dev (+5.2 points on the questions it changes, 1.5B greedy) but
     is not the default: a per-question schema has no per-database prefix to warm, so questions
     about a chosen database get slower (results/schema-tables/README.md)."""
+    schema_hint: int = 0
+    """Name, after the whole schema, the N tables most related to each question (0: none): the
+    schema stays a prefix shared by every question about a database (an experiment against
+    ``schema_tables``' cut, results/schema-tables/README.md)."""
     max_tables: int = 500
     """Tables read from one database at most (keeps schema rendering bounded on hostile files)."""
     introspection_timeout_s: float = 10.0
@@ -120,6 +124,10 @@ class Settings:
             return Path(self.cache_dir).expanduser()
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return Path(xdg) / "text2sql"
+
+
+PROMPT_FIELDS = ("schema_tables", "schema_hint")
+"""Settings that change what a prompt shows: an evaluation records those not at their default."""
 
 
 def get_settings() -> Settings:

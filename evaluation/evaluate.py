@@ -18,10 +18,9 @@ written in the same order as without it, so the file and resuming are the same; 
 then includes time waiting at the server. In-process engines batch instead (``--batch-size``).
 
 ``--schema-tables N`` shows each prompt only the N tables most related to its question
-(setting ``schema_tables``, ``text2sql.prompt.likely_tables``) instead of the whole schema;
-``--schema-hint N`` keeps the whole schema and names those N tables after it (setting
-``schema_hint``). Each line records them (``"schema_tables": N``, ``"schema_hint": N``) where
-they are on, and a rerun into a folder made otherwise is refused. ``evaluation.schema_tables`` measures, without a model, how often that keeps every
+(setting ``schema_tables``, ``text2sql.prompt.likely_tables``) instead of the whole schema.
+Each line then records ``"schema_tables": N`` (the settings in ``PROMPT_FIELDS``, where not at
+their default), and a rerun into a folder made otherwise is refused. ``evaluation.schema_tables`` measures, without a model, how often that keeps every
 table the gold query uses and how many prompt tokens it saves.
 
 ``--questions FILE`` (JSON lines ``{"id", "db_id", "question", "reworded"}``, checked by
@@ -294,10 +293,6 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--schema-tables", type=int, default=None,
         help="show each prompt only the N tables most related to its question (default: setting schema_tables, 0: all)",
-    )
-    parser.add_argument(
-        "--schema-hint", type=int, default=None,
-        help="name, after the whole schema, the N tables most related to each question (default: setting schema_hint, 0: none)",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch, llama.cpp; default: their choice)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per query when scoring")

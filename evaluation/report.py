@@ -76,7 +76,7 @@ def run_engine(predictions: list[dict]) -> str | None:
 
 def run_prompt_settings(predictions: list[dict]) -> dict[str, int]:
     """The prompt settings the predictions were made with where not at their default
-    (``evaluate --schema-tables``, ``--schema-hint``); lines that disagree are an error."""
+    (``evaluate --schema-tables``); lines that disagree are an error."""
     recorded = {}
     for name in PROMPT_FIELDS:
         values = {p.get(name) for p in predictions}
@@ -91,8 +91,6 @@ def _prompt_rows(metrics: dict) -> list[str]:
     rows = []
     if metrics.get("schema_tables"):
         rows.append(f"| schema in the prompt | the {metrics['schema_tables']} tables most related to each question |")
-    if metrics.get("schema_hint"):
-        rows.append(f"| tables named after the schema | the {metrics['schema_hint']} most related to each question |")
     return rows
 
 

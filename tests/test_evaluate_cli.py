@@ -102,23 +102,6 @@ def test_evaluate_can_show_only_the_likeliest_tables_and_the_cut_is_measured(fak
     assert "| all | 4 | 100.0 | 75.0 | -25.0" in capsys.readouterr().out
 
 
-@needs_spider
-def test_evaluate_can_name_the_likeliest_tables_after_the_whole_schema(fake_model, tmp_path, monkeypatch):
-    monkeypatch.setenv("TEXT2SQL_SCHEMA_HINT", "0")  # evaluate --schema-hint sets it; restored after the test
-    out = tmp_path / "named"
-    args = ["--model", "fake", "--spider", str(SPIDER), "--limit", "2", "--workers", "1", "--out", str(out)]
-    evaluate.main(args + ["--schema-hint", "2"])
-    for messages in fake_model.history:
-        prompt = messages[1]["content"]
-        assert prompt.count("CREATE TABLE") == 4  # concert_singer's every table
-        assert "\n\nTables most related to the question: " in prompt and "singer" in prompt.split("Tables most")[1]
-    assert [line["schema_hint"] for line in lines(out / "predictions.jsonl")] == [2, 2]
-    assert json.loads((out / "metrics.json").read_text())["schema_hint"] == 2
-    assert "| tables named after the schema | the 2 most related to each question |" in (out / "report.md").read_text()
-    with pytest.raises(SystemExit, match=r"\{'schema_hint': 2\}, not \{'schema_hint': 1\}"):
-        evaluate.main(args + ["--schema-hint", "1", "--limit", "3"])
-
-
 def test_gold_tables_are_the_schemas_tables_the_query_reads():
     sql = "SELECT T1.name FROM singer AS T1 JOIN Concert AS T2 ON T1.id = T2.sid WHERE T2.year IN (SELECT year FROM stadium)"
     assert schema_tables.gold_tables(sql, ["singer", "concert", "stadium", "unused"]) == {"singer", "concert", "stadium"}

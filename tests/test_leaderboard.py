@@ -107,10 +107,9 @@ def test_the_table_names_the_cpu_each_run_was_made_on():
 def test_a_run_whose_prompts_showed_only_some_tables_says_so():
     results = [
         {**metrics(0.6, 0.4, model="m"), "run": "cut", "schema_tables": 3},
-        {**metrics(0.55, 0.4, model="m"), "run": "named", "schema_hint": 2},
         {**metrics(0.5, 0.4, model="m"), "run": "whole"},
     ]
-    assert leaderboard_table(results)["decoding"].tolist() == ["greedy, 3 tables", "greedy, 2 tables named", "greedy"]
+    assert leaderboard_table(results)["decoding"].tolist() == ["greedy, 3 tables", "greedy"]
 
 
 def test_empty_results_give_an_empty_table_with_the_columns():

@@ -6,7 +6,7 @@
 import pytest
 
 from text2sql.prompt import (
-    SYSTEM_PROMPT, build_completion, build_messages, fit_schema, likely_tables, related_tables, table_relevance,
+    SYSTEM_PROMPT, build_completion, build_messages, fit_schema, likely_tables, table_relevance,
 )
 from text2sql.schema import Column, Schema, Table
 
@@ -98,11 +98,3 @@ def test_likely_tables_leaves_a_schema_with_few_enough_tables_alone():
     assert likely_tables(schema, "anything", 3) == (schema, [])
     with pytest.raises(ValueError, match="TEXT2SQL_SCHEMA_TABLES must be 0"):
         likely_tables(schema, "anything", -1)
-
-
-def test_named_tables_come_after_the_schema_which_stays_a_shared_prefix():
-    plain = build_messages(_schema(), "Which singer?")[1]["content"]
-    named = build_messages(_schema(), "Which singer?", ["singer", "stadium"])[1]["content"]
-    schema_part = plain[: plain.index("\n\nQuestion:")]
-    assert named == schema_part + "\n\nTables most related to the question: singer, stadium\n\nQuestion: Which singer?"
-    assert related_tables(_schema(n_tables=5), "Which stadium has a singer?", 2) == ["singer", "stadium"]

@@ -315,19 +315,3 @@ def test_schema_tables_shows_each_prompt_only_its_likely_tables_and_skips_the_wa
     monkeypatch.setenv("TEXT2SQL_SCHEMA_TABLES", "2")
     warm_up(database)
     assert len(fake_model.prefilled) == 1
-
-
-def test_schema_hint_names_the_likeliest_tables_after_the_whole_schema(fake_model, database, monkeypatch):
-    monkeypatch.setenv("TEXT2SQL_SCHEMA_HINT", "1")
-    answer_batch(load_generator(), database, ["How many concerts?"])
-    (prompt,) = (messages[1]["content"] for messages in fake_model.history)
-    assert "CREATE TABLE singer" in prompt and "CREATE TABLE concert" in prompt
-    assert prompt.endswith("\n\nTables most related to the question: concert\n\nQuestion: How many concerts?")
-    fake_model.enqueue("SELECT nme FROM concert", "SELECT nme FROM concert")  # both fail: the repair keeps the names
-    answer_batch(load_generator(), database, ["How many concerts?"], Decoding.best_of(2))
-    repair = fake_model.history[-1]
-    assert [m["role"] for m in repair] == ["system", "user", "assistant", "user"]
-    assert repair[1]["content"] == prompt
-    monkeypatch.setenv("TEXT2SQL_SCHEMA_HINT", "2")  # every table: nothing to name
-    answer_batch(load_generator(), database, ["How many concerts?"])
-    assert "Tables most related" not in fake_model.history[-1][1]["content"]

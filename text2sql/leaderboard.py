@@ -89,10 +89,8 @@ def decoding_label(decoding: dict | None) -> str:
 
 
 def prompt_label(result: dict) -> str:
-    """What a run's prompts showed other than the whole schema: ", 3 tables" (cut to the 3
-    likeliest), ", 3 tables named" (the whole schema, the 3 likeliest named after it)."""
-    label = f", {result['schema_tables']} tables" if result.get("schema_tables") else ""
-    return label + (f", {result['schema_hint']} tables named" if result.get("schema_hint") else "")
+    """What a run's prompts showed other than the whole schema: ", 3 tables" (cut to the 3 likeliest)."""
+    return f", {result['schema_tables']} tables" if result.get("schema_tables") else ""
 
 
 def cpu_label(kinds: dict[str, int] | None) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from text2sql.engine import SQLGenerator, load_generator
 from text2sql.errors import DatabaseFileError
-from text2sql.prompt import Messages, build_messages, fit_schema, likely_tables, related_tables
+from text2sql.prompt import Messages, build_messages, fit_schema, likely_tables
 from text2sql.sandbox import QueryResult, Sandbox, check_database_file, is_wal_mode, private_copy
 from text2sql.schema import Schema, parse_schema_text
 from text2sql.selection import (
@@ -126,8 +126,6 @@ class _Prompt:
     messages: Messages
     warnings: list[str]
     tokens: int
-    named_tables: list[str]
-    """Tables named after the schema (setting ``schema_hint``)."""
 
 
 def _streaming(method: Callable, on_text: Callable[[str], None] | None) -> dict:
@@ -139,18 +137,14 @@ def _streaming(method: Callable, on_text: Callable[[str], None] | None) -> dict:
 
 
 def _prompts(generator: SQLGenerator, schema: Schema, questions: list[str]) -> list[_Prompt]:
-    settings = get_settings()
+    shown_tables = get_settings().schema_tables
     prompts = []
     for question in questions:
-        shown, trimmed = likely_tables(schema, question, settings.schema_tables) if settings.schema_tables else (schema, [])
+        shown, trimmed = likely_tables(schema, question, shown_tables) if shown_tables else (schema, [])
         fitted, warnings = fit_schema(shown, question, generator.count_tokens, generator.max_prompt_tokens)
-        named = (
-            related_tables(fitted, question, settings.schema_hint)
-            if 0 < settings.schema_hint < len(fitted.tables) else []
-        )
-        messages = build_messages(fitted, question, named)
+        messages = build_messages(fitted, question)
         prompts.append(
-            _Prompt(fitted, messages, list(schema.notes) + trimmed + warnings, generator.count_tokens(messages), named)
+            _Prompt(fitted, messages, list(schema.notes) + trimmed + warnings, generator.count_tokens(messages))
         )
     return prompts
 
@@ -309,10 +303,7 @@ def _repair(generator, database, questions, prompts, candidates, chosen, decodin
     repairs: list[Candidate | None] = [None] * len(questions)
     if not failed:
         return repairs
-    messages = [
-        repair_prompt(prompts[i].schema, questions[i], most_likely_failure(candidates[i]), prompts[i].named_tables)
-        for i in failed
-    ]
+    messages = [repair_prompt(prompts[i].schema, questions[i], most_likely_failure(candidates[i])) for i in failed]
     drawn = generator.sample(messages, decoding.k, decoding.temperature, decoding.seed)
     for i, samples in zip(failed, drawn):
         attempts = [Candidate.from_sample(sample) for sample in samples]

@@ -36,17 +36,15 @@ SYSTEM_PROMPT = (
 Messages = list[dict[str, str]]
 
 
-def user_message(schema: Schema, question: str, named_tables: list[str] = ()) -> str:
-    named = f"\n\nTables most related to the question: {', '.join(named_tables)}" if named_tables else ""
-    return f"Database schema:\n{schema.to_ddl(samples=True)}{named}\n\nQuestion: {question.strip()}"
+def user_message(schema: Schema, question: str) -> str:
+    return f"Database schema:\n{schema.to_ddl(samples=True)}\n\nQuestion: {question.strip()}"
 
 
-def build_messages(schema: Schema, question: str, named_tables: list[str] = ()) -> Messages:
-    """Chat messages asking for the SQL that answers ``question`` over ``schema``; ``named_tables``
-    (setting ``schema_hint``) are named after the schema, so the schema stays a shared prefix."""
+def build_messages(schema: Schema, question: str) -> Messages:
+    """Chat messages asking for the SQL that answers ``question`` over ``schema``."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": user_message(schema, question, named_tables)},
+        {"role": "user", "content": user_message(schema, question)},
     ]
 
 
@@ -57,11 +55,9 @@ REPAIR_REQUEST = (
 )
 
 
-def build_repair_messages(
-    schema: Schema, question: str, failed_sql: str, error: str, named_tables: list[str] = ()
-) -> Messages:
+def build_repair_messages(schema: Schema, question: str, failed_sql: str, error: str) -> Messages:
     """``build_messages`` followed by the failed query and its error, asking for a fix."""
-    return build_messages(schema, question, named_tables) + [
+    return build_messages(schema, question) + [
         {"role": "assistant", "content": failed_sql.strip()},
         {"role": "user", "content": REPAIR_REQUEST.format(error=error.strip())},
     ]
@@ -93,15 +89,6 @@ def table_relevance(schema: Schema, question: str) -> dict[str, float]:
     return scores
 
 
-def related_tables(schema: Schema, question: str, n: int) -> list[str]:
-    """The ``n`` tables most related to ``question`` (``table_relevance``; ties keep the schema's
-    order), in the schema's order."""
-    scores = table_relevance(schema, question)
-    ranked = sorted(schema.table_names(), key=lambda name: -scores[name])  # stable: ties keep schema order
-    kept = set(ranked[:n])
-    return [name for name in schema.table_names() if name in kept]
-
-
 def likely_tables(schema: Schema, question: str, n: int) -> tuple[Schema, list[str]]:
     """``schema`` with only the ``n`` tables most related to ``question`` (``table_relevance``;
     ties keep the schema's order), in the schema's order, and a warning naming what was left out."""
@@ -109,8 +96,9 @@ def likely_tables(schema: Schema, question: str, n: int) -> tuple[Schema, list[s
         raise ValueError(f"TEXT2SQL_SCHEMA_TABLES must be 0 (every table) or the number of tables to show, not {n}.")
     if len(schema.tables) <= n:
         return schema, []
-    kept = related_tables(schema, question, n)
-    dropped = [name for name in schema.table_names() if name not in kept]
+    scores = table_relevance(schema, question)
+    ranked = sorted(schema.table_names(), key=lambda name: -scores[name])  # stable: ties keep schema order
+    dropped = ranked[n:]
     warning = (
         f"The prompt shows the {n} table(s) most related to the question (setting schema_tables); "
         f"left out: " + ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else "")

@@ -323,6 +323,5 @@ def how_chosen(decoding: Decoding, candidates: list[Candidate], repair: Candidat
     return text
 
 
-def repair_prompt(schema: Schema, question: str, failed: Candidate, named_tables: list[str] = ()) -> Messages:
-    error = failed.error or "it returned nothing"
-    return build_repair_messages(schema, question, failed.sql or failed.raw, error, named_tables)
+def repair_prompt(schema: Schema, question: str, failed: Candidate) -> Messages:
+    return build_repair_messages(schema, question, failed.sql or failed.raw, failed.error or "it returned nothing")

@@ -56,10 +56,6 @@ class Settings:
     table). 3 gains EX on Spider dev (+5.2 points on the questions it changes, 1.5B greedy) but
     is not the default: a per-question schema has no per-database prefix to warm, so questions
     about a chosen database get slower (results/schema-tables/README.md)."""
-    schema_hint: int = 0
-    """Name, after the whole schema, the N tables most related to each question (0: none): the
-    schema stays a prefix shared by every question about a database (an experiment against
-    ``schema_tables``' cut, results/schema-tables/README.md)."""
     max_tables: int = 500
     """Tables read from one database at most (keeps schema rendering bounded on hostile files)."""
     introspection_timeout_s: float = 10.0
@@ -126,7 +122,7 @@ class Settings:
         return Path(xdg) / "text2sql"
 
 
-PROMPT_FIELDS = ("schema_tables", "schema_hint")
+PROMPT_FIELDS = ("schema_tables",)
 """Settings that change what a prompt shows: an evaluation records those not at their default."""
 
 

@@ -22,6 +22,10 @@ it has them: the other questions' prompts are the same text in both settings.
     python -m evaluation.schema_tables --model qwen2.5-coder-1.5b --tables 1 2 3 4 \\
         --runs results/qwen2.5-coder-1.5b-base-threads-2-quiet results/qwen2.5-coder-1.5b-base-schema-tables-3 \\
         --out results/schema-tables/schema_tables.json
+    python -m evaluation.schema_tables --model qwen2.5-coder-1.5b --tables 3 --split train \
+        --databases cre_Drama_Workshop_Groups,insurance_policies,student_assessment,tracking_orders \
+        --runs results/schema-tables/held-out-qwen2.5-coder-1.5b-whole results/schema-tables/held-out-qwen2.5-coder-1.5b-3-tables \
+        --out results/schema-tables/held_out.json
 """
 
 from __future__ import annotations
@@ -162,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tables", type=int, nargs="+", required=True, help="numbers of tables shown (each >= 1)")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--spider", default=None, help="Spider folder (default: $TEXT2SQL_SPIDER_DIR or ../shared/spider)")
+    parser.add_argument("--databases", default=None, help="only questions about these databases (comma-separated db_ids)")
     parser.add_argument("--runs", type=Path, nargs=2, metavar=("WHOLE", "CUT"), help="two evaluate runs to pair")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures here as JSON")
     args = parser.parse_args(argv)
@@ -169,11 +174,17 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--tables: each number of tables shown must be at least 1.")
     spider = Spider(args.spider)
     examples = [e for e in spider.examples(args.split) if spider.has_database(e.db_id)]
+    if args.databases:
+        wanted = {name.strip() for name in args.databases.split(",") if name.strip()}
+        examples = [e for e in examples if e.db_id in wanted]
+        if not examples:
+            raise SystemExit(f"--databases: no {args.split} question is about {', '.join(sorted(wanted))}.")
     count_tokens = load_generator(args.model).count_tokens
     rows = [coverage(examples, spider, count_tokens, n) for n in args.tables]
-    print(f"{args.split}: {len(examples)} questions with a database; tokens counted by {args.model}'s tokenizer\n")
+    about = f" about {args.databases}" if args.databases else ""
+    print(f"{args.split}: {len(examples)} questions with a database{about}; tokens counted by {args.model}'s tokenizer\n")
     print_coverage(rows)
-    report = {"model": args.model, "split": args.split, "coverage": rows}
+    report = {"model": args.model, "split": args.split, "databases": args.databases, "coverage": rows}
     if args.runs:
         report["runs"] = paired_runs(*args.runs, examples, spider)
         print_pairing(report["runs"])

@@ -102,6 +102,18 @@ def test_evaluate_can_show_only_the_likeliest_tables_and_the_cut_is_measured(fak
     assert "| all | 4 | 100.0 | 75.0 | -25.0" in capsys.readouterr().out
 
 
+@needs_spider
+def test_the_cut_can_be_measured_on_some_databases_only(fake_model, tmp_path, capsys):
+    out = tmp_path / "concert_singer.json"
+    schema_tables.main(["--model", "fake", "--tables", "3", "--spider", str(SPIDER), "--databases", "concert_singer", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["coverage"]
+    asked = [q for q in json.loads((SPIDER / "dev.json").read_text()) if q["db_id"] == "concert_singer"]
+    assert row["questions"] == row["changed"] == len(asked)  # 4 tables: every prompt is cut
+    assert "questions with a database about concert_singer" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no dev question is about no_such_db"):
+        schema_tables.main(["--model", "fake", "--tables", "3", "--spider", str(SPIDER), "--databases", "no_such_db"])
+
+
 def test_gold_tables_are_the_schemas_tables_the_query_reads():
     sql = "SELECT T1.name FROM singer AS T1 JOIN Concert AS T2 ON T1.id = T2.sid WHERE T2.year IN (SELECT year FROM stadium)"
     assert schema_tables.gold_tables(sql, ["singer", "concert", "stadium", "unused"]) == {"singer", "concert", "stadium"}

@@ -8,7 +8,8 @@ its tokenizer, for each N this counts, over a split's questions that have a data
 * *gold kept*: questions whose prompt still shows every table the gold query reads (sqlglot),
   over all questions and over the changed ones: a lost table is an answer the model can't write;
 * *prompt tokens*: the mean prompt length, whole schema against cut, over the changed questions
-  (what a question about a new database must prefill).
+  (what a question about a new database must prefill), each fitted to the model's prompt budget
+  as the pipeline does (``fit_schema``: a long schema loses example values first).
 
 With ``--runs WHOLE CUT`` (two ``evaluate`` runs of one model, the second with
 ``--schema-tables N``) it also pairs their EX on the questions both
@@ -51,9 +52,14 @@ def shown_tables(schema, question: str, n: int) -> set[str]:
     return {name.lower() for name in likely_tables(schema, question, n)[0].table_names()}
 
 
-def coverage(examples: list, spider, count_tokens, n: int) -> dict:
-    """Gold tables kept and prompt tokens for ``likely_tables(.., n)`` over ``examples``."""
-    from text2sql.prompt import build_messages, likely_tables
+def coverage(examples: list, spider, generator, n: int) -> dict:
+    """Gold tables kept and prompt tokens for ``likely_tables(.., n)`` over ``examples``; both
+    prompts are fitted to ``generator``'s budget as the pipeline fits them (``fit_schema``)."""
+    from text2sql.prompt import build_messages, fit_schema, likely_tables
+
+    def prompt_tokens(schema, question: str) -> int:
+        fitted, _ = fit_schema(schema, question, generator.count_tokens, generator.max_prompt_tokens)
+        return generator.count_tokens(build_messages(fitted, question))
 
     kept = kept_changed = 0
     whole_tokens, cut_tokens = [], []
@@ -65,8 +71,8 @@ def coverage(examples: list, spider, count_tokens, n: int) -> dict:
         kept += has_gold
         if len(cut.tables) < len(schema.tables):
             kept_changed += has_gold
-            whole_tokens.append(count_tokens(build_messages(schema, example.question)))
-            cut_tokens.append(count_tokens(build_messages(cut, example.question)))
+            whole_tokens.append(prompt_tokens(schema, example.question))
+            cut_tokens.append(prompt_tokens(cut, example.question))
     changed = len(whole_tokens)
     return {
         "tables": n,
@@ -179,8 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         examples = [e for e in examples if e.db_id in wanted]
         if not examples:
             raise SystemExit(f"--databases: no {args.split} question is about {', '.join(sorted(wanted))}.")
-    count_tokens = load_generator(args.model).count_tokens
-    rows = [coverage(examples, spider, count_tokens, n) for n in args.tables]
+    generator = load_generator(args.model)
+    rows = [coverage(examples, spider, generator, n) for n in args.tables]
     about = f" about {args.databases}" if args.databases else ""
     print(f"{args.split}: {len(examples)} questions with a database{about}; tokens counted by {args.model}'s tokenizer\n")
     print_coverage(rows)

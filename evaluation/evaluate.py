@@ -20,8 +20,9 @@ then includes time waiting at the server. In-process engines batch instead (``--
 ``--schema-tables N`` shows each prompt only the N tables most related to its question
 (setting ``schema_tables``, ``text2sql.prompt.likely_tables``) instead of the whole schema.
 Each line then records ``"schema_tables": N`` (the settings in ``PROMPT_FIELDS``, where not at
-their default), and a rerun into a folder made otherwise is refused. ``evaluation.schema_tables`` measures, without a model, how often that keeps every
-table the gold query uses and how many prompt tokens it saves.
+their default), and a rerun into a folder made otherwise is refused. ``evaluation.schema_tables``
+measures, without generating, how often the cut keeps every table the gold query reads and how
+many prompt tokens it saves, and pairs a cut run with a whole-schema run.
 
 ``--questions FILE`` (JSON lines ``{"id", "db_id", "question", "reworded"}``, checked by
 ``text2sql.spider.read_rewordings``) asks the file's questions in its wording instead of

@@ -63,6 +63,15 @@ def compare(run_a, run_b) -> dict[str, dict]:
     }
 
 
+def difference_cells(r: dict) -> str:
+    """A ``paired_difference`` as Markdown cells: A %, B %, B - A, its 95% CI, A only, B only, p."""
+    low, high = r["ci95"]
+    return (
+        f"{100 * r['a']:.1f} | {100 * r['b']:.1f} | {100 * r['difference']:+.1f} "
+        f"| {100 * low:+.1f} to {100 * high:+.1f} | {r['a_only']} | {r['b_only']} | {r['p_value']:.3g}"
+    )
+
+
 def of_split(run) -> str:
     """The text " of <size of the run's split>", when the run folder's metrics.json names the split."""
     metrics = Path(run) / "metrics.json"
@@ -87,11 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| metric | A % | B % | B - A (points) | 95% CI | A only | B only | McNemar p |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for metric, r in results.items():
-        low, high = r["ci95"]
-        print(
-            f"| {metric.upper()} | {100 * r['a']:.1f} | {100 * r['b']:.1f} | {100 * r['difference']:+.1f} "
-            f"| {100 * low:+.1f} to {100 * high:+.1f} | {r['a_only']} | {r['b_only']} | {r['p_value']:.3g} |"
-        )
+        print(f"| {metric.upper()} | {difference_cells(r)} |")
     verdicts = [
         f"{m.upper()}: {'a measurable change' if r['p_value'] < 0.05 else 'no measurable change'} (p = {r['p_value']:.3g})"
         for m, r in results.items()

@@ -158,14 +158,14 @@ def prompt_settings() -> dict[str, int]:
 
 def check_same_prompt(done: list[dict], path: Path) -> None:
     """Refuse to add to predictions whose prompts were made with other prompt settings (absent: defaults)."""
+    from evaluation.report import run_prompt_settings
+
     wanted = prompt_settings()
-    for line in done:
-        recorded = {name: line[name] for name in PROMPT_FIELDS if line.get(name)}
-        if recorded != wanted:
-            raise SystemExit(
-                f"{path} holds predictions made with prompt settings {recorded or 'at their defaults'}, "
-                f"not {wanted or 'at their defaults'}; choose another --out."
-            )
+    if done and (recorded := run_prompt_settings(done)) != wanted:
+        raise SystemExit(
+            f"{path} holds predictions made with prompt settings {recorded or 'at their defaults'}, "
+            f"not {wanted or 'at their defaults'}; choose another --out."
+        )
 
 
 def check_same_questions(done: list[dict], spider, split: str, questions: dict[int, str] | None, path: Path) -> None:

@@ -86,19 +86,21 @@ def coverage(examples: list, spider, generator, n: int) -> dict:
 
 
 def read_lines(run: Path) -> dict[int, dict]:
-    return {line["id"]: line for line in map(json.loads, (run / "predictions.jsonl").read_text().splitlines())}
+    from evaluation.score import read_predictions
+
+    return {line["id"]: line for line in read_predictions(run / "predictions.jsonl")}
 
 
 def paired_runs(whole: Path, cut: Path, examples: list, spider) -> dict:
     """EX of the two runs on the questions both scored, overall and by whether the gold tables were kept."""
     from evaluation.compare import paired_difference, read_scored
+    from evaluation.report import run_prompt_settings
 
     a, b = read_scored(whole), read_scored(cut)
     lines = read_lines(cut)
-    tables = {line.get("schema_tables") for line in lines.values()}
-    if len(tables) != 1 or None in tables:
-        raise SystemExit(f"{cut} is not one evaluate --schema-tables run (its lines show {sorted(tables, key=str)}).")
-    n = tables.pop()
+    n = run_prompt_settings(list(lines.values())).get("schema_tables")
+    if not n:
+        raise SystemExit(f"{cut} was not made with evaluate --schema-tables.")
     by_id = {e.id: e for e in examples}
     shared = sorted(set(a) & set(b) & set(by_id))
     kept = {
@@ -145,14 +147,13 @@ def print_coverage(rows: list[dict]) -> None:
 
 
 def print_pairing(pairing: dict) -> None:
+    from evaluation.compare import difference_cells
+
     print(f"\nEX, {pairing['whole']} (A, whole schema) against {pairing['cut']} (B, {pairing['tables']} tables):")
-    print("| questions | n | A EX % | B EX % | B - A (95% CI) | A only / B only | p |")
-    print("|---|---:|---:|---:|---|---|---:|")
+    print("| questions | n | A EX % | B EX % | B - A (points) | 95% CI | A only | B only | McNemar p |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, d in pairing["ex"].items():
-        print(
-            f"| {name} | {d['n']} | {100 * d['a']:.1f} | {100 * d['b']:.1f} | {100 * d['difference']:+.1f} "
-            f"({100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f}) | {d['a_only']} / {d['b_only']} | {d['p_value']:.2g} |"
-        )
+        print(f"| {name} | {d['n']} | {difference_cells(d)} |")
     spliced = pairing["whole_run_cut_answers"]
     print(f"\nwhole run, cut answers: EX {100 * spliced['ex']:.1f}% of {spliced['n']}")
     ms, tokens = pairing["latency_ms_mean"], pairing["prompt_tokens_mean"]
@@ -164,6 +165,7 @@ def print_pairing(pairing: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from evaluation.evaluate import parse_databases
     from text2sql.engine import load_generator
     from text2sql.spider import Spider
 
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     spider = Spider(args.spider)
     examples = [e for e in spider.examples(args.split) if spider.has_database(e.db_id)]
     if args.databases:
-        wanted = {name.strip() for name in args.databases.split(",") if name.strip()}
+        wanted = parse_databases(spider, args.databases)
         examples = [e for e in examples if e.db_id in wanted]
         if not examples:
             raise SystemExit(f"--databases: no {args.split} question is about {', '.join(sorted(wanted))}.")

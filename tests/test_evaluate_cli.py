@@ -110,8 +110,10 @@ def test_the_cut_can_be_measured_on_some_databases_only(fake_model, tmp_path, ca
     asked = [q for q in json.loads((SPIDER / "dev.json").read_text()) if q["db_id"] == "concert_singer"]
     assert row["questions"] == row["changed"] == len(asked)  # 4 tables: every prompt is cut
     assert "questions with a database about concert_singer" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="no dev question is about no_such_db"):
+    with pytest.raises(SystemExit, match="No database file for: no_such_db"):
         schema_tables.main(["--model", "fake", "--tables", "3", "--spider", str(SPIDER), "--databases", "no_such_db"])
+    with pytest.raises(SystemExit, match="no dev question is about club_1"):  # a train database
+        schema_tables.main(["--model", "fake", "--tables", "3", "--spider", str(SPIDER), "--databases", "club_1"])
 
 
 def test_gold_tables_are_the_schemas_tables_the_query_reads():

@@ -240,6 +240,20 @@ def test_each_candidates_logprob_is_its_sequence_log_likelihood(registry):
         assert abs(candidate.logprob - expected) <= NOISE / 3 * candidate.tokens, (candidate.logprob, expected)
 
 
+def test_next_token_logprobs_are_each_prompts_own_log_softmax(registry):
+    generator = engine.load_generator("smol", registry)
+    texts = ["SELECT", "A", "Zoë"]
+    scores = generator.next_token_logprobs(PROMPTS, texts)
+    first_tokens = [generator.model.tokenize(text)[0] for text in texts]
+    assert len(scores) == len(PROMPTS)
+    for prompt, row in zip(PROMPTS, scores):
+        logits = forced_logits(generator, generator.token_ids(prompt), [0])[0]
+        expected = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+        assert all(s < 0 for s in row)
+        assert np.allclose(row, expected[first_tokens], atol=NOISE), (row, expected[first_tokens])
+    assert scores[0] != scores[1]  # each row is its own prompt's
+
+
 def test_k_candidates_decode_in_one_batch_and_agreeing_ones_share_a_row(registry, monkeypatch):
     generator = engine.load_generator("smol", registry)
     generator.generate(PROMPTS[:1])  # the schema prefix is stored

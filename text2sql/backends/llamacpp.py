@@ -242,6 +242,22 @@ class LlamaCppGenerator:
         samples = [Sample(self._text(tokens), logprob, tuple(tokens)) for tokens, logprob in zip(outputs, logprobs)]
         return [samples[i * k : (i + 1) * k] for i in range(len(prompts))]
 
+    def next_token_logprobs(self, prompts: list[Messages], texts: list[str]) -> list[list[float]]:
+        """For each prompt, the log-probability (temperature 1) that its reply starts with the
+        first token of each of ``texts`` (e.g. "A" and "B": a judge's verdict as a score)."""
+        tokens = [self.model.tokenize(text)[0] for text in texts]
+        seen: list[np.ndarray] = []
+
+        def keep_logits(logits: np.ndarray, rows: list[list[int]]) -> list[tuple[int, int, float, list[int]]]:
+            peak = logits.max(axis=1, keepdims=True)
+            seen.append(logits - peak - np.log(np.exp(logits - peak).sum(axis=1, keepdims=True)))
+            return [(row, int(logits[row].argmax()), 0.0, members) for row, members in enumerate(rows)]
+
+        with self.lock:
+            for group in self._groups([self.token_ids(m) for m in prompts], 1, 1):
+                self._decode_group(group, 1, 1, keep_logits)
+        return [[float(row[t]) for t in tokens] for logprobs in seen for row in logprobs]
+
     def _text(self, tokens: list[int]) -> str:
         return b"".join(self.model.piece(t) for t in tokens).decode("utf-8", errors="replace")
 

@@ -203,6 +203,30 @@ def test_greedy_is_one_generate_call_and_runs_the_answer(fake_model, database):
     assert answer.result.rows == [(3,)] and answer.generation.candidates == []
 
 
+def test_a_greedy_answer_with_a_column_on_the_wrong_table_is_put_right_and_says_so(fake_model, database):
+    fake_model.enqueue("SELECT T1.name FROM concert AS T1 JOIN singer AS T2 ON T2.id = T1.singer_id WHERE T1.year = '2015'")
+    answer = ask(database, "Who sang in 2015?")
+    assert answer.generation.sql == (
+        "SELECT T2.name FROM concert AS T1 JOIN singer AS T2 ON T2.id = T1.singer_id WHERE T1.year = '2015'")
+    assert answer.result.rows == [("Ann",)]
+    assert answer.generation.warnings == ["Column names the model got wrong were put right: T1.name -> T2.name"]
+
+
+def test_put_right_candidates_count_only_where_none_ran_as_written(database):
+    wrong_alias = "SELECT T2.country FROM singer AS T1 JOIN concert AS T2 ON T1.id = T2.singer_id WHERE T2.year = '2014'"
+    candidates = checked(database, (wrong_alias, -0.2), (wrong_alias, -0.3), ("SELECT country FROM singer WHERE age > 40", -0.9))
+    assert candidates[0].sql == wrong_alias.replace("T2.country", "T1.country") and candidates[0].result.rows
+    assert candidates[0].fixes == ["T2.country -> T1.country"]
+    assert choose(candidates) is candidates[2]  # ran as written: the two put right don't vote
+    assert [c.votes for c in candidates] == [0, 0, 1]
+
+    candidates = checked(database, (wrong_alias, -0.2), (wrong_alias, -0.3), ("SELECT nme FROM singer", -0.1))
+    assert choose(candidates) is candidates[0] and [c.votes for c in candidates] == [2, 2, 0]
+    assert candidates[0].as_dict()["fixes"] == ["T2.country -> T1.country"]
+    check_candidates(candidates[:1], database.schema, database.sandbox, database.has_data)  # checked again
+    assert candidates[0].fixes == ["T2.country -> T1.country"]
+
+
 def test_the_time_reported_is_each_questions_share_of_sampling_and_checks(fake_model, database, monkeypatch):
     original = database.sandbox.run
     monkeypatch.setattr(database.sandbox, "run", lambda sql, **kw: time.sleep(0.2) or original(sql, **kw))

@@ -1,5 +1,6 @@
 """Static SQL checks: parse, one query, tables and columns resolved against the schema, and
-never stricter than SQLite (every dev gold query and every baseline prediction that ran passes).
+never stricter than SQLite (every dev gold query and every baseline prediction that ran passes);
+column names put right only where one fix exists, and never in a query that runs.
 
     python -m pytest tests/test_sqlcheck.py -v
 """
@@ -11,13 +12,18 @@ import pytest
 
 from tests.conftest import SPIDER
 from text2sql.pipeline import Database
-from text2sql.sqlcheck import check_sql
+from text2sql.sqlcheck import check_sql, fix_column_names
 
 
 SCHEMA = Database.from_text(
     'CREATE TABLE singer (id INT, name TEXT, "Song Name" TEXT);\n'
     "CREATE TABLE concert (id INT, singer_id INT, year TEXT);\n"
     "CREATE TABLE stadium (id INT, name TEXT, capacity INT);"
+).schema
+ASSESSMENTS = Database.from_text(
+    'CREATE TABLE "Candidate Assessments" (candidate_id INT, asessment_outcome_code TEXT, "Assessment Date" TEXT);\n'
+    "CREATE TABLE candidates (candidate_id INT, candidate_details TEXT);\n"
+    "CREATE TABLE people (person_id INT, first_name TEXT, last_name TEXT, login_name TEXT);"
 ).schema
 BASELINE = Path(__file__).resolve().parents[1] / "results" / "qwen2.5-coder-0.5b-base"
 needs_spider = pytest.mark.skipif(not (SPIDER / "dev.json").is_file(), reason="Spider data not found")
@@ -90,3 +96,68 @@ def test_every_baseline_prediction_that_sqlite_ran_passes_and_most_failures_are_
     assert [static for ran, static in verdicts if ran is None and static] == []
     failed = [static for ran, static in verdicts if ran is not None]
     assert sum(1 for static in failed if static) >= 0.9 * len(failed)
+
+
+@pytest.mark.parametrize(
+    "sql, fixed, changes",
+    [
+        ("SELECT T2.capacity FROM stadium AS T1 JOIN concert AS T2 ON T1.id = T2.id",
+         "SELECT T1.capacity FROM stadium AS T1 JOIN concert AS T2 ON T1.id = T2.id", ["T2.capacity -> T1.capacity"]),
+        ("SELECT c.first_name FROM candidates AS c JOIN people p ON p.person_id = c.candidate_id WHERE c.last_name = 'X'",
+         "SELECT p.first_name FROM candidates AS c JOIN people AS p ON p.person_id = c.candidate_id WHERE p.last_name = 'X'",
+         ["c.first_name -> p.first_name", "c.last_name -> p.last_name"]),
+        ('SELECT count(*) FROM "Candidate Assessments" WHERE assessment_outcome_code = \'Pass\'',
+         'SELECT COUNT(*) FROM "Candidate Assessments" WHERE asessment_outcome_code = \'Pass\'',
+         ["assessment_outcome_code -> asessment_outcome_code"]),
+        ("SELECT T1.candidate_details FROM candidates AS T1 WHERE T1.candidate_id IN "
+         "(SELECT candidate_id FROM people AS T2 WHERE T1.login_name = 'x')",
+         "SELECT T1.candidate_details FROM candidates AS T1 WHERE T1.candidate_id IN "
+         "(SELECT candidate_id FROM people AS T2 WHERE T2.login_name = 'x')", ["T1.login_name -> T2.login_name"]),
+    ],
+    ids=["wrong alias", "alias written without AS", "misspelt", "outer alias in a subquery"],
+)
+def test_columns_with_one_possible_fix_are_put_right(sql, fixed, changes):
+    assert check_sql(sql, ASSESSMENTS if "andidate" in sql else SCHEMA) is not None
+    assert fix_column_names(sql, ASSESSMENTS if "andidate" in sql else SCHEMA) == (fixed, changes)
+    assert check_sql(fixed, ASSESSMENTS if "andidate" in sql else SCHEMA) is None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT T2.name FROM concert AS T2 JOIN singer AS T1 ON T1.id = T2.singer_id JOIN stadium AS T3 ON T3.id = T2.id",
+        "SELECT age FROM singer",  # nothing like it
+        "SELECT nam FROM singer JOIN stadium ON singer.id = stadium.id",  # name in both: two spellings
+        "SELECT x.nme FROM (SELECT name AS nm FROM singer) AS x",  # a derived table's columns aren't checked
+        'SELECT name FROM singer WHERE "nme" = 1',  # maybe a string to SQLite
+        "SELECT first_nam FROM candidates",  # first_name belongs to a table the query doesn't read
+        "SELECT name FROM singer WHERE (",  # doesn't parse
+    ],
+)
+def test_columns_without_one_clear_fix_are_left_to_sqlite(sql):
+    schema = ASSESSMENTS if "candidates" in sql else SCHEMA
+    assert fix_column_names(sql, schema) == (sql, [])
+
+
+@needs_spider
+def test_no_dev_gold_query_is_changed():
+    from text2sql.spider import Spider
+
+    spider = Spider(SPIDER)
+    schemas = {}
+    for example in spider.examples("dev"):
+        schema = schemas.setdefault(example.db_id, spider.schema(example.db_id))
+        assert fix_column_names(example.query, schema) == (example.query, []), example.query
+
+
+@needs_spider
+def test_no_baseline_prediction_that_sqlite_ran_is_changed():
+    from text2sql.spider import Spider
+
+    spider = Spider(SPIDER)
+    predictions = {p["id"]: p for p in map(json.loads, (BASELINE / "predictions.jsonl").read_text().splitlines())}
+    ran = [predictions[item["id"]] for item in map(json.loads, (BASELINE / "scored.jsonl").read_text().splitlines())
+           if item["error"] is None]
+    schemas = {db: spider.schema(db) for db in {p["db_id"] for p in ran}}
+    assert len(ran) > 600
+    assert [p["prediction"] for p in ran if fix_column_names(p["prediction"], schemas[p["db_id"]])[1]] == []

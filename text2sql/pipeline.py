@@ -8,6 +8,10 @@
     answer = ask(db, "How many singers do we have?", decoding=Decoding.auto())      # greedy; best of k if needed
     print(how_answered(answer.generation))
 
+The model's SQL goes to the sandbox with its column names put right where exactly one fix
+exists (``text2sql.sqlcheck.fix_column_names``: a column qualified with the wrong table of the
+query, a near-miss spelling); the answer's warnings say what changed.
+
 ``Database`` pairs what the model sees (``schema``) with where SQL may run (``sandbox``):
 a SQLite file (optionally privately copied first, for uploads) or a pasted schema
 materialised in memory (SQL is then validated with ``EXPLAIN``; there are no rows).
@@ -41,6 +45,7 @@ from text2sql.selection import (
     select,
 )
 from text2sql.settings import Settings, get_settings
+from text2sql.sqlcheck import fix_column_names, fixes_note
 from text2sql.sqlout import extract_sql
 
 
@@ -162,15 +167,16 @@ def generate_sql_batch(
     generations = []
     for raw, prompt in zip(raws, prompts):
         extracted = extract_sql(raw)
+        sql, fixes = fix_column_names(extracted.sql, schema) if extracted.sql else (extracted.sql, [])
         generations.append(
             Generation(
-                sql=extracted.sql,
+                sql=sql,
                 raw=raw,
                 chatty=extracted.chatty,
                 model=generator.spec.name,
                 execution_time_ms=round(share, 1),
                 prompt_tokens=prompt.tokens,
-                warnings=prompt.warnings,
+                warnings=prompt.warnings + ([fixes_note(fixes)] if fixes else []),
             )
         )
     return generations
@@ -253,7 +259,8 @@ def _auto_answers(generator, database, questions, prompts, decoding, stage: Stag
 def _generation(generator, prompt: _Prompt, final: Candidate, decoding: Decoding, candidates=(), repair=None):
     return Generation(
         sql=final.sql, raw=final.raw, chatty=final.chatty, model=generator.spec.name, execution_time_ms=0.0,
-        prompt_tokens=prompt.tokens, warnings=prompt.warnings, decoding=decoding, candidates=list(candidates),
+        prompt_tokens=prompt.tokens, warnings=prompt.warnings + ([fixes_note(final.fixes)] if final.fixes else []),
+        decoding=decoding, candidates=list(candidates),
         repair=repair,
     )
 

@@ -46,7 +46,7 @@ from text2sql.results import results_match
 from text2sql.sandbox import QueryResult, Sandbox
 from text2sql.schema import Schema
 from text2sql.settings import get_settings
-from text2sql.sqlcheck import check_sql
+from text2sql.sqlcheck import check_sql, fix_column_names
 from text2sql.sqlout import extract_sql
 
 
@@ -139,6 +139,8 @@ class Candidate:
     it didn't run."""
     reason: str | None = None
     """Why the group got that score, in a few words."""
+    fixes: list[str] = dataclasses.field(default_factory=list)
+    """Column names put right before it was checked (``text2sql.sqlcheck.fix_column_names``)."""
 
     @classmethod
     def from_sample(cls, sample: Sample) -> Candidate:
@@ -160,21 +162,26 @@ class Candidate:
     def as_dict(self) -> dict:
         return {"sql": self.sql, "raw": self.raw, "logprob": round(self.logprob, 4), "tokens": self.tokens,
                 "error": self.error, "votes": self.votes,
-                "score": None if self.score is None else round(self.score, 4), "reason": self.reason}
+                "score": None if self.score is None else round(self.score, 4), "reason": self.reason,
+                "fixes": self.fixes}
 
 
 def check_candidates(
     candidates: list[Candidate], schema: Schema, sandbox: Sandbox, has_data: bool, timeout_s: float | None = None,
     on_checked: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Set each candidate's ``error`` or ``result``: parse and resolve, ``EXPLAIN``, then run
-    (only ``EXPLAIN`` when ``has_data`` is False) under ``timeout_s`` (default: the setting
-    ``candidate_timeout_s``). Identical SQL is checked once. ``on_checked(i, n)`` hears each one."""
-    checked: dict[str, tuple[str | None, QueryResult | None]] = {}
+    """Put each candidate's column names right where one fix exists (``fix_column_names``: its
+    ``sql`` and ``fixes`` change), then set its ``error`` or ``result``: parse and resolve,
+    ``EXPLAIN``, then run (only ``EXPLAIN`` when ``has_data`` is False) under ``timeout_s``
+    (default: the setting ``candidate_timeout_s``). Identical SQL is checked once.
+    ``on_checked(i, n)`` hears each one."""
+    checked: dict[str, tuple[str, list[str], str | None, QueryResult | None]] = {}
     for i, candidate in enumerate(candidates, 1):
         if candidate.sql not in checked:
-            checked[candidate.sql] = _check(candidate.sql, schema, sandbox, has_data, timeout_s)
-        candidate.error, candidate.result = checked[candidate.sql]
+            fixed, fixes = fix_column_names(candidate.sql, schema) if candidate.sql else (candidate.sql, [])
+            checked[candidate.sql] = (fixed, fixes, *_check(fixed, schema, sandbox, has_data, timeout_s))
+        candidate.sql, fixes, candidate.error, candidate.result = checked[candidate.sql]
+        candidate.fixes = fixes or candidate.fixes  # checked again (a kept repair): the first fixes stand
         if on_checked:
             on_checked(i, len(candidates))
 
@@ -193,10 +200,22 @@ def _check(
     return (result.error, None) if not result.ok else (None, result)
 
 
+def counted(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates the selection counts: those that ran as the model wrote them, or, where
+    none did, those that ran once their column names were put right (``fixes``).
+
+    Not both together: on the held-out train questions (results/column-fixes/README.md) a put-right
+    candidate voting beside the others lost 1.1 points at k = 8 (4 questions won, 9 lost), while
+    counting them only where nothing ran as written gained 2.0 at k = 4 (9 won, none lost) and
+    changed nothing at k = 8."""
+    ran = [c for c in candidates if c.ran]
+    return [c for c in ran if not c.fixes] or ran
+
+
 def result_groups(candidates: list[Candidate]) -> list[list[Candidate]]:
-    """The candidates that ran, grouped by equal results (as bags of rows); sets ``votes``."""
+    """The ``counted`` candidates, grouped by equal results (as bags of rows); sets ``votes``."""
     groups: list[list[Candidate]] = []
-    for candidate in (c for c in candidates if c.ran):
+    for candidate in counted(candidates):
         for group in groups:
             if results_match(group[0].result.rows, candidate.result.rows, ordered=False):
                 group.append(candidate)
@@ -314,7 +333,7 @@ def how_chosen(decoding: Decoding, candidates: list[Candidate], repair: Candidat
     if repair is not None:
         outcome = "it ran" if repair.ran else "it failed too"
         return text + f"; the model repaired the most likely one, given its error, and {outcome}."
-    chosen = max((c for c in candidates if c.ran), key=standing, default=None)
+    chosen = max(counted(candidates), key=standing, default=None)
     if chosen is None:
         return text + "."
     text += f", {chosen.votes} of them agree on this result."

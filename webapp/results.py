@@ -80,11 +80,19 @@ def candidates_frame(candidates: list, repair=None) -> pd.DataFrame:
     scored = any(getattr(c, "score", None) is not None for _, c in numbered)
     rows = []
     for label, c in numbered:
-        row = [label, c.votes, round(c.logprob, 2), c.sql, c.error or ""]
+        row = [label, c.votes, round(c.logprob, 2), c.sql, c.error or _put_right(c)]
         if scored:
             row += [getattr(c, "score", None), getattr(c, "reason", None) or ""]
         rows.append(row)
     return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS + SELECTOR_COLUMNS * scored)
+
+
+def _put_right(candidate) -> str:
+    """What ``text2sql.sqlcheck.fix_column_names`` changed in a candidate, and whether it counted."""
+    if not candidate.fixes:
+        return ""
+    counted = "" if candidate.votes else " (not counted: other candidates ran as written)"
+    return "column names put right: " + ", ".join(candidate.fixes) + counted
 
 
 def column_widths(frame: pd.DataFrame) -> list[str]:

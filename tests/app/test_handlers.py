@@ -446,6 +446,17 @@ def test_candidates_get_score_and_reason_columns_when_a_selector_gives_them():
     assert column_widths(frame) == ["8%", "10%", "11%", "21%", "21%", "9%", "21%"]
 
 
+def test_candidates_put_right_say_what_changed_and_whether_they_counted():
+    from text2sql.selection import Candidate
+    from webapp.results import candidates_frame
+
+    candidates = [Candidate(sql="SELECT T1.name FROM t AS T1", raw="", chatty=False, logprob=-0.5, tokens=2,
+                            fixes=["T2.name -> T1.name"], votes=votes) for votes in (2, 0)]
+    problems = candidates_frame(candidates)["problem"].tolist()
+    assert problems == ["column names put right: T2.name -> T1.name",
+                        "column names put right: T2.name -> T1.name (not counted: other candidates ran as written)"]
+
+
 def test_choosing_a_database_warms_its_prompt_prefix_once_the_model_is_loaded(handlers, fake_models, upload):
     """The schema's prompt prefix is computed in the background as soon as a database is chosen
     (``Service.database_chosen``), so the first question is answered warm; choosing a database

@@ -151,7 +151,9 @@ def evaluate_milestone(adapter: Path, folder: Path, wording: str, args) -> None:
         return
     databases, _ = held_out_questions(args.questions)
     chosen = ["--questions", str(args.questions)] if wording == "reworded" else ["--databases", ",".join(databases)]
-    options = ["--model", args.model, "--adapter", str(adapter), "--split", "train", "--out", str(folder)]
+    # The model's SQL as written, as every milestone before column fixes and the base runs were measured.
+    options = ["--model", args.model, "--adapter", str(adapter), "--split", "train", "--out", str(folder),
+               "--no-column-fixes"]
     options += ["--spider", args.spider] if args.spider else []
     options += ["--threads", str(args.threads)] if args.threads else []
     options += ["--workers", str(args.workers)] if args.workers else []

@@ -19,10 +19,14 @@ then includes time waiting at the server. In-process engines batch instead (``--
 
 ``--schema-tables N`` shows each prompt only the N tables most related to its question
 (setting ``schema_tables``, ``text2sql.prompt.likely_tables``) instead of the whole schema.
-Each line then records ``"schema_tables": N`` (the settings in ``PROMPT_FIELDS``, where not at
+Each line then records ``"schema_tables": N`` (the settings in ``RUN_SETTINGS``, where not at
 their default), and a rerun into a folder made otherwise is refused. ``evaluation.schema_tables``
 measures, without generating, how often the cut keeps every table the gold query reads and how
 many prompt tokens it saves, and pairs a cut run with a whole-schema run.
+
+``--no-column-fixes`` runs the model's SQL as written (setting ``fix_column_names`` off: no
+column names put right, ``text2sql.sqlcheck``), recorded on each line the same way. Runs made
+before 2026-11-30 ran it as written too, without recording it.
 
 ``--questions FILE`` (JSON lines ``{"id", "db_id", "question", "reworded"}``, checked by
 ``text2sql.spider.read_rewordings``) asks the file's questions in its wording instead of
@@ -60,7 +64,7 @@ from pathlib import Path
 
 from text2sql import cpu
 from text2sql.selection import GREEDY, MODES, Decoding
-from text2sql.settings import PROMPT_FIELDS, get_settings
+from text2sql.settings import RUN_SETTINGS, Settings, get_settings
 
 
 def pending_examples(
@@ -131,7 +135,7 @@ def prediction_lines(
             "decoding": decoding.as_dict(),
             "cpu": cpu.kind(),
         }
-        line.update(prompt_settings())
+        line.update(run_settings())
         if not decoding.is_greedy:
             line["selection_rule"] = get_settings().selection_rule
             line["candidates"] = [c.as_dict() for c in generation.candidates]
@@ -150,20 +154,20 @@ def check_same_decoding(done: list[dict], decoding: Decoding, path: Path) -> Non
             )
 
 
-def prompt_settings() -> dict[str, int]:
-    """The settings that change what a prompt shows (``PROMPT_FIELDS``), where not at their default."""
+def run_settings() -> dict:
+    """The ``RUN_SETTINGS`` (what a prompt shows, what is done with the SQL) not at their default."""
     settings = get_settings()
-    return {name: getattr(settings, name) for name in PROMPT_FIELDS if getattr(settings, name)}
+    return {name: getattr(settings, name) for name in RUN_SETTINGS if getattr(settings, name) != getattr(Settings, name)}
 
 
-def check_same_prompt(done: list[dict], path: Path) -> None:
-    """Refuse to add to predictions whose prompts were made with other prompt settings (absent: defaults)."""
-    from evaluation.report import run_prompt_settings
+def check_same_settings(done: list[dict], path: Path) -> None:
+    """Refuse to add to predictions made with other ``RUN_SETTINGS`` (absent: defaults)."""
+    from evaluation.report import recorded_settings
 
-    wanted = prompt_settings()
-    if done and (recorded := run_prompt_settings(done)) != wanted:
+    wanted = run_settings()
+    if done and (recorded := recorded_settings(done)) != wanted:
         raise SystemExit(
-            f"{path} holds predictions made with prompt settings {recorded or 'at their defaults'}, "
+            f"{path} holds predictions made with settings {recorded or 'at their defaults'}, "
             f"not {wanted or 'at their defaults'}; choose another --out."
         )
 
@@ -223,7 +227,7 @@ def generate_predictions(
     done = read_predictions(path) if path.exists() else []
     check_same_decoding(done, decoding, path)
     check_same_questions(done, spider, split, questions, path)
-    check_same_prompt(done, path)
+    check_same_settings(done, path)
     # Rewrite without a line cut short by an interrupted run, so appends start on a fresh line.
     path.write_text("".join(json.dumps(p) + "\n" for p in done))
     todo = pending_examples(spider, split, {p["id"] for p in done}, limit, databases, questions)
@@ -295,6 +299,10 @@ def make_parser() -> argparse.ArgumentParser:
         "--schema-tables", type=int, default=None,
         help="show each prompt only the N tables most related to its question (default: setting schema_tables, 0: all)",
     )
+    parser.add_argument(
+        "--no-column-fixes", action="store_true",
+        help="run the model's SQL as written: don't put unresolvable column names right (setting fix_column_names)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch, llama.cpp; default: their choice)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per query when scoring")
     parser.add_argument("--workers", type=int, default=2, help="scoring processes")
@@ -323,12 +331,12 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         os.environ["TEXT2SQL_THREADS"] = str(args.threads)
-    for name in PROMPT_FIELDS:
-        value = getattr(args, name)
-        if value is not None:
-            if value < 0:
-                raise SystemExit(f"--{name.replace('_', '-')} must be 0 (off) or a number of tables.")
-            os.environ[f"TEXT2SQL_{name.upper()}"] = str(value)
+    if args.schema_tables is not None:
+        if args.schema_tables < 0:
+            raise SystemExit("--schema-tables must be 0 (off) or a number of tables.")
+        os.environ["TEXT2SQL_SCHEMA_TABLES"] = str(args.schema_tables)
+    if args.no_column_fixes:
+        os.environ["TEXT2SQL_FIX_COLUMN_NAMES"] = "0"
     decoding = Decoding.from_mode(args.mode, args.k, args.temperature, args.seed)
     registry, model = None, args.model
     if args.adapter:

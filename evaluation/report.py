@@ -16,7 +16,7 @@ import numpy
 from evaluation import EVALUATOR_VERSION
 from text2sql.hardness import LEVELS
 from text2sql.leaderboard import wilson_interval
-from text2sql.settings import PROMPT_FIELDS
+from text2sql.settings import RUN_SETTINGS, Settings
 
 
 KNOWN_EM_DIFFERENCES = """\
@@ -74,15 +74,15 @@ def run_engine(predictions: list[dict]) -> str | None:
     return " | ".join(engines) or None
 
 
-def run_prompt_settings(predictions: list[dict]) -> dict[str, int]:
-    """The prompt settings the predictions were made with where not at their default
-    (``evaluate --schema-tables``); lines that disagree are an error."""
+def recorded_settings(predictions: list[dict]) -> dict:
+    """The ``RUN_SETTINGS`` the predictions were made with where not at their default
+    (``evaluate --schema-tables``, ``--no-column-fixes``); lines that disagree are an error."""
     recorded = {}
-    for name in PROMPT_FIELDS:
-        values = {p.get(name) for p in predictions}
+    for name in RUN_SETTINGS:
+        values = {p.get(name, getattr(Settings, name)) for p in predictions}
         if len(values) > 1:
             raise ValueError(f"The predictions were made with different {name}: {sorted(values, key=str)}")
-        if values and (value := values.pop()):
+        if values and (value := values.pop()) != getattr(Settings, name):
             recorded[name] = value
     return recorded
 
@@ -91,6 +91,8 @@ def _prompt_rows(metrics: dict) -> list[str]:
     rows = []
     if metrics.get("schema_tables"):
         rows.append(f"| schema in the prompt | the {metrics['schema_tables']} tables most related to each question |")
+    if metrics.get("fix_column_names") is False:
+        rows.append("| column names | as the model wrote them (not put right) |")
     return rows
 
 
@@ -139,7 +141,7 @@ def build_metrics(items: list[dict], model: str, split: str, predictions: list[d
         "engine": run_engine(list(predictions)),
         "selection": _with_coverage(selection_summary(list(predictions)), items),
         "evaluator_version": EVALUATOR_VERSION,
-        **run_prompt_settings(list(predictions)),
+        **recorded_settings(list(predictions)),
     }
 
 

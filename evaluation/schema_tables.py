@@ -94,11 +94,11 @@ def read_lines(run: Path) -> dict[int, dict]:
 def paired_runs(whole: Path, cut: Path, examples: list, spider) -> dict:
     """EX of the two runs on the questions both scored, overall and by whether the gold tables were kept."""
     from evaluation.compare import paired_difference, read_scored
-    from evaluation.report import run_prompt_settings
+    from evaluation.report import recorded_settings
 
     a, b = read_scored(whole), read_scored(cut)
     lines = read_lines(cut)
-    n = run_prompt_settings(list(lines.values())).get("schema_tables")
+    n = recorded_settings(list(lines.values())).get("schema_tables")
     if not n:
         raise SystemExit(f"{cut} was not made with evaluate --schema-tables.")
     by_id = {e.id: e for e in examples}

@@ -57,6 +57,17 @@ INSERT INTO "table/with/slashes.csv" VALUES ('k', 'slashes');
 """
 
 
+@pytest.fixture(autouse=True)
+def settings_environment_restored():
+    """Commands such as ``evaluate.main`` turn their flags into TEXT2SQL_* variables (settings);
+    each test starts from the environment the session started with."""
+    before = {name: value for name, value in os.environ.items() if name.startswith("TEXT2SQL_")}
+    yield
+    for name in [name for name in os.environ if name.startswith("TEXT2SQL_")]:
+        del os.environ[name]
+    os.environ.update(before)
+
+
 def build_db(path: Path, sql: str) -> Path:
     conn = sqlite3.connect(path)
     conn.executescript(sql)

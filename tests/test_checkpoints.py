@@ -87,6 +87,8 @@ def test_each_milestone_is_evaluated_once_and_the_best_is_chosen(repo, fake_mode
     assert sorted(p.name for p in runs.iterdir()) == ["README.md", "step-4-original", "step-8-original"]
     models = {json.loads((runs / f"step-{s}-original" / "metrics.json").read_text())["model"] for s in (4, 8)}
     assert models == {"fake+run/checkpoint-4", "fake+run/checkpoint-8"}
+    for step in (4, 8):  # the SQL as written, as the base run and earlier milestones were measured
+        assert json.loads((runs / f"step-{step}-original" / "metrics.json").read_text())["fix_column_names"] is False
     readme = (runs / "README.md").read_text()
     ex = {s: json.loads((runs / f"step-{s}-original" / "metrics.json").read_text())["ex"] for s in (4, 8)}
     assert ex[4] > ex[8]  # (SELECT 1 happens to be right for a few of club_1's questions)

@@ -58,6 +58,29 @@ def test_evaluate_can_keep_to_some_databases(fake_model, tmp_path):
 
 
 @needs_spider
+def test_evaluate_puts_column_names_right_unless_told_to_run_the_sql_as_written(fake_model, tmp_path, monkeypatch):
+    misspelt = "SELECT count(*) FROM singer WHERE Is_mal = 'F'"  # concert_singer has Is_male
+    args = ["--model", "fake", "--spider", str(SPIDER), "--limit", "1", "--workers", "1"]
+    fixed, written = tmp_path / "fixed", tmp_path / "written"
+    fake_model.enqueue(misspelt)
+    evaluate.main(args + ["--out", str(fixed)])
+    fake_model.enqueue(misspelt)
+    evaluate.main(args + ["--out", str(written), "--no-column-fixes"])
+
+    [line] = lines(fixed / "predictions.jsonl")
+    assert line["prediction"] == "SELECT COUNT(*) FROM singer WHERE Is_male = 'F'" and "fix_column_names" not in line
+    assert line["warnings"] == ["Column names the model got wrong were put right: Is_mal -> Is_male"]
+    [line] = lines(written / "predictions.jsonl")
+    assert line["prediction"] == misspelt and line["fix_column_names"] is False and line["warnings"] == []
+    metrics = json.loads((written / "metrics.json").read_text())
+    assert metrics["fix_column_names"] is False and metrics["valid_sql_rate"] == 0.0
+    assert "| column names | as the model wrote them (not put right) |" in (written / "report.md").read_text()
+    monkeypatch.delenv("TEXT2SQL_FIX_COLUMN_NAMES")  # as a new process would start
+    with pytest.raises(SystemExit, match=r"settings \{'fix_column_names': False\}, not at their defaults"):
+        evaluate.main(args + ["--out", str(written), "--limit", "2"])
+
+
+@needs_spider
 def test_evaluate_can_show_only_the_likeliest_tables_and_the_cut_is_measured(fake_model, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TEXT2SQL_SCHEMA_TABLES", "0")  # evaluate --schema-tables sets it; restored after the test
     gold = [q["query"] for q in json.loads((SPIDER / "dev.json").read_text())[:4]]  # concert_singer's first four
@@ -76,7 +99,7 @@ def test_evaluate_can_show_only_the_likeliest_tables_and_the_cut_is_measured(fak
     assert json.loads((cut / "metrics.json").read_text())["schema_tables"] == 2
     assert "schema_tables" not in json.loads((whole / "metrics.json").read_text())
     assert "| schema in the prompt | the 2 tables most related to each question |" in (cut / "report.md").read_text()
-    with pytest.raises(SystemExit, match=r"prompt settings \{'schema_tables': 2\}, not at their defaults"):
+    with pytest.raises(SystemExit, match=r"settings \{'schema_tables': 2\}, not at their defaults"):
         evaluate.main(args + ["--out", str(cut), "--schema-tables", "0", "--limit", "5"])
 
     capsys.readouterr()

@@ -112,6 +112,11 @@ def test_a_run_whose_prompts_showed_only_some_tables_says_so():
     assert leaderboard_table(results)["decoding"].tolist() == ["greedy, 3 tables", "greedy"]
 
 
+def test_a_run_whose_sql_ran_as_written_says_so():
+    results = [{**metrics(0.5, 0.4, model="m"), "run": "written", "fix_column_names": False, "schema_tables": 3}]
+    assert leaderboard_table(results)["decoding"].tolist() == ["greedy, 3 tables, SQL as written"]
+
+
 def test_empty_results_give_an_empty_table_with_the_columns():
     table = leaderboard_table([])
     assert len(table) == 0 and "EX %" in table.columns and "extra EX %" in table.columns

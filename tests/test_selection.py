@@ -212,6 +212,24 @@ def test_a_greedy_answer_with_a_column_on_the_wrong_table_is_put_right_and_says_
     assert answer.generation.warnings == ["Column names the model got wrong were put right: T1.name -> T2.name"]
 
 
+@pytest.mark.parametrize("value", ["0", "off", "False"])
+def test_with_the_setting_off_the_sql_runs_as_written(fake_model, database, monkeypatch, value):
+    monkeypatch.setenv("TEXT2SQL_FIX_COLUMN_NAMES", value)
+    wrong_alias = "SELECT T1.name FROM concert AS T1 JOIN singer AS T2 ON T2.id = T1.singer_id"
+    fake_model.enqueue(wrong_alias)
+    answer = ask(database, "Who sang?")
+    assert answer.generation.sql == wrong_alias and answer.generation.warnings == []
+    assert "no such column: T1.name" in answer.result.error
+
+
+def test_a_setting_that_is_not_a_yes_or_no_is_refused(monkeypatch):
+    from text2sql.settings import get_settings
+
+    monkeypatch.setenv("TEXT2SQL_FIX_COLUMN_NAMES", "maybe")
+    with pytest.raises(ValueError, match="TEXT2SQL_FIX_COLUMN_NAMES='maybe' is not a valid bool"):
+        get_settings()
+
+
 def test_put_right_candidates_count_only_where_none_ran_as_written(database):
     wrong_alias = "SELECT T2.country FROM singer AS T1 JOIN concert AS T2 ON T1.id = T2.singer_id WHERE T2.year = '2014'"
     candidates = checked(database, (wrong_alias, -0.2), (wrong_alias, -0.3), ("SELECT country FROM singer WHERE age > 40", -0.9))

@@ -88,9 +88,11 @@ def decoding_label(decoding: dict | None) -> str:
     return text if decoding["mode"] == "best-of-k" else f"auto, {text}"
 
 
-def prompt_label(result: dict) -> str:
-    """What a run's prompts showed other than the whole schema: ", 3 tables" (cut to the 3 likeliest)."""
-    return f", {result['schema_tables']} tables" if result.get("schema_tables") else ""
+def settings_label(result: dict) -> str:
+    """A run's settings off their default: ", 3 tables" (prompts cut to the 3 likeliest tables),
+    ", SQL as written" (column names not put right)."""
+    label = f", {result['schema_tables']} tables" if result.get("schema_tables") else ""
+    return label + (", SQL as written" if result.get("fix_column_names") is False else "")
 
 
 def cpu_label(kinds: dict[str, int] | None) -> str:
@@ -111,7 +113,7 @@ def leaderboard_table(results: list[dict]) -> pd.DataFrame:
         row = {
             "run": result["run"],
             "model": result.get("model", ""),
-            "decoding": decoding_label(result.get("decoding")) + prompt_label(result),
+            "decoding": decoding_label(result.get("decoding")) + settings_label(result),
             "n": result.get("n"),
             "EX %": _percent(result.get("ex")),
             "EX 95% CI": _ci_text(result.get("ex_ci95")),

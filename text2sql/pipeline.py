@@ -45,7 +45,7 @@ from text2sql.selection import (
     select,
 )
 from text2sql.settings import Settings, get_settings
-from text2sql.sqlcheck import fix_column_names, fixes_note
+from text2sql.sqlcheck import fixed_if_enabled, fixes_note
 from text2sql.sqlout import extract_sql
 
 
@@ -167,7 +167,7 @@ def generate_sql_batch(
     generations = []
     for raw, prompt in zip(raws, prompts):
         extracted = extract_sql(raw)
-        sql, fixes = fix_column_names(extracted.sql, schema) if extracted.sql else (extracted.sql, [])
+        sql, fixes = fixed_if_enabled(extracted.sql, schema)
         generations.append(
             Generation(
                 sql=sql,

@@ -46,7 +46,7 @@ from text2sql.results import results_match
 from text2sql.sandbox import QueryResult, Sandbox
 from text2sql.schema import Schema
 from text2sql.settings import get_settings
-from text2sql.sqlcheck import check_sql, fix_column_names
+from text2sql.sqlcheck import check_sql, fixed_if_enabled
 from text2sql.sqlout import extract_sql
 
 
@@ -170,15 +170,15 @@ def check_candidates(
     candidates: list[Candidate], schema: Schema, sandbox: Sandbox, has_data: bool, timeout_s: float | None = None,
     on_checked: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Put each candidate's column names right where one fix exists (``fix_column_names``: its
-    ``sql`` and ``fixes`` change), then set its ``error`` or ``result``: parse and resolve,
+    """Put each candidate's column names right where one fix exists (``fix_column_names``, unless
+    the setting is off: its ``sql`` and ``fixes`` change), then set its ``error`` or ``result``: parse and resolve,
     ``EXPLAIN``, then run (only ``EXPLAIN`` when ``has_data`` is False) under ``timeout_s``
     (default: the setting ``candidate_timeout_s``). Identical SQL is checked once.
     ``on_checked(i, n)`` hears each one."""
     checked: dict[str, tuple[str, list[str], str | None, QueryResult | None]] = {}
     for i, candidate in enumerate(candidates, 1):
         if candidate.sql not in checked:
-            fixed, fixes = fix_column_names(candidate.sql, schema) if candidate.sql else (candidate.sql, [])
+            fixed, fixes = fixed_if_enabled(candidate.sql, schema)
             checked[candidate.sql] = (fixed, fixes, *_check(fixed, schema, sandbox, has_data, timeout_s))
         candidate.sql, fixes, candidate.error, candidate.result = checked[candidate.sql]
         candidate.fixes = fixes or candidate.fixes  # checked again (a kept repair): the first fixes stand

@@ -90,6 +90,10 @@ class Settings:
     """Temperature the other best-of-k candidates are drawn at."""
     candidate_timeout_s: float = 2.0
     """Time limit for running one best-of-k candidate (several run per question)."""
+    fix_column_names: bool = True
+    """Put a query's unresolvable column names right where exactly one fix exists
+    (``text2sql.sqlcheck.fix_column_names``; best-of-k candidates so fixed count only where none
+    ran as written). Off: the model's SQL runs as written (``evaluate --no-column-fixes``)."""
     selection_rule: str = "vote"
     """How best of k picks among its groups of equal results: "vote" (the most votes, results
     with rows first) or "selector" (the fitted model, ``text2sql.selector``; not the default:
@@ -122,8 +126,9 @@ class Settings:
         return Path(xdg) / "text2sql"
 
 
-PROMPT_FIELDS = ("schema_tables",)
-"""Settings that change what a prompt shows: an evaluation records those not at their default."""
+RUN_SETTINGS = ("schema_tables", "fix_column_names")
+"""Settings that change a run's answers beyond its model and decoding (what a prompt shows, what
+is done with the SQL): an evaluation records on each line those not at their default."""
 
 
 def get_settings() -> Settings:
@@ -135,7 +140,16 @@ def get_settings() -> Settings:
             continue
         kind = type(field.default)
         try:
-            overrides[field.name] = kind(raw)
+            overrides[field.name] = _boolean(raw) if kind is bool else kind(raw)
         except ValueError:
             raise ValueError(f"TEXT2SQL_{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
     return Settings(**overrides)
+
+
+def _boolean(raw: str) -> bool:
+    """"1", "true", "yes", "on" or "0", "false", "no", "off" (any case)."""
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)

@@ -125,6 +125,14 @@ def _where_else(column: str, tables: dict) -> str:
     return f"; {column} is a column of: {', '.join(owners)}" if owners else ""
 
 
+def fixed_if_enabled(sql: str, schema: Schema) -> tuple[str, list[str]]:
+    """``fix_column_names`` where the setting ``fix_column_names`` is on (the default), else
+    ``sql`` as written; empty SQL as it is."""
+    from text2sql.settings import get_settings
+
+    return fix_column_names(sql, schema) if sql and get_settings().fix_column_names else (sql, [])
+
+
 def fix_column_names(sql: str, schema: Schema) -> tuple[str, list[str]]:
     """``sql`` with each column that cannot resolve put right where exactly one fix exists, and
     the changes in words ("T2.name -> T1.name"); ``sql`` and [] when nothing changes.

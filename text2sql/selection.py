@@ -8,6 +8,9 @@ repair round when every candidate fails.
    tables and columns resolved against the schema (``text2sql.sqlcheck``), compiled with
    ``EXPLAIN`` in the sandbox, then run there under ``candidate_timeout_s``. A candidate
    that fails any step is dropped, with the reason kept. Identical SQL is checked once.
+   Before that, column names that can't resolve are put right where exactly one fix exists
+   (``text2sql.sqlcheck.fix_column_names``); a candidate so fixed counts (``counted``) only
+   where no candidate ran as written.
 3. **Select** (``select``): candidates whose results are equal (the rule of Spider's execution
    accuracy, ``text2sql.results.results_match``, as bags of rows) form a group, and a rule
    ranks the groups; the top group's most likely candidate is the answer. Two rules
@@ -170,11 +173,11 @@ def check_candidates(
     candidates: list[Candidate], schema: Schema, sandbox: Sandbox, has_data: bool, timeout_s: float | None = None,
     on_checked: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Put each candidate's column names right where one fix exists (``fix_column_names``, unless
-    the setting is off: its ``sql`` and ``fixes`` change), then set its ``error`` or ``result``: parse and resolve,
-    ``EXPLAIN``, then run (only ``EXPLAIN`` when ``has_data`` is False) under ``timeout_s``
-    (default: the setting ``candidate_timeout_s``). Identical SQL is checked once.
-    ``on_checked(i, n)`` hears each one."""
+    """Put each candidate's column names right where one fix exists (``fix_column_names``,
+    unless the setting is off: its ``sql`` and ``fixes`` change), then set its ``error`` or
+    ``result``: parse and resolve, ``EXPLAIN``, then run (only ``EXPLAIN`` when ``has_data`` is
+    False) under ``timeout_s`` (default: the setting ``candidate_timeout_s``). Identical SQL is
+    checked once. ``on_checked(i, n)`` hears each one."""
     checked: dict[str, tuple[str, list[str], str | None, QueryResult | None]] = {}
     for i, candidate in enumerate(candidates, 1):
         if candidate.sql not in checked:

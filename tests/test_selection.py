@@ -94,7 +94,7 @@ def test_failing_candidates_are_dropped_with_their_reasons(database):
     candidates = checked(
         database,
         ("SELECT nme FROM singer", -0.1),  # unknown column: caught before SQLite, with a hint
-        ("SELECT year FROM singer", -0.2),  # a column of another table
+        ("SELECT T1.year FROM singer AS T1", -0.2),  # a column of another table
         ("DELETE FROM singer", -0.3),
         ("SELECT name FROM singer WHERE", -0.4),
         ("", -0.5),
@@ -103,7 +103,7 @@ def test_failing_candidates_are_dropped_with_their_reasons(database):
     assert choose(candidates) is candidates[5]
     errors = [c.error for c in candidates]
     assert errors[0].startswith("no such column: nme (not a column of singer")
-    assert errors[1] == "no such column: year (not a column of singer; year is a column of: concert)"
+    assert errors[1] == "no such column: T1.year (singer has no column year; year is a column of: concert)"
     assert errors[2] == "Only a SELECT query can answer a question."
     assert errors[3].startswith("The SQL does not parse")
     assert errors[4] == "The model did not write a SQL query."
@@ -209,7 +209,16 @@ def test_a_greedy_answer_with_a_column_on_the_wrong_table_is_put_right_and_says_
     assert answer.generation.sql == (
         "SELECT T2.name FROM concert AS T1 JOIN singer AS T2 ON T2.id = T1.singer_id WHERE T1.year = '2015'")
     assert answer.result.rows == [("Ann",)]
-    assert answer.generation.warnings == ["Column names the model got wrong were put right: T1.name -> T2.name"]
+    assert answer.generation.warnings == ["Columns the model got wrong were put right: T1.name -> T2.name"]
+
+
+def test_a_greedy_answer_that_left_out_a_table_gets_its_join(fake_model, database):
+    fake_model.enqueue("SELECT name FROM concert WHERE year = '2015'")  # name is the singer's
+    answer = ask(database, "Who sang in 2015?")
+    assert answer.generation.sql == "SELECT name FROM concert JOIN singer ON concert.singer_id = singer.id WHERE year = '2015'"
+    assert answer.result.rows == [("Ann",)]
+    assert answer.generation.warnings == [
+        "Columns the model got wrong were put right: name: joined singer on concert.singer_id = singer.id"]
 
 
 @pytest.mark.parametrize("value", ["0", "off", "False"])

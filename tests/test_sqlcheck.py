@@ -22,8 +22,11 @@ SCHEMA = Database.from_text(
 ).schema
 ASSESSMENTS = Database.from_text(
     'CREATE TABLE "Candidate Assessments" (candidate_id INT, asessment_outcome_code TEXT, "Assessment Date" TEXT);\n'
-    "CREATE TABLE candidates (candidate_id INT, candidate_details TEXT);\n"
-    "CREATE TABLE people (person_id INT, first_name TEXT, last_name TEXT, login_name TEXT);"
+    "CREATE TABLE candidates (candidate_id INT REFERENCES people(person_id), candidate_details TEXT);\n"
+    "CREATE TABLE people (person_id INT, candidate_id INT, first_name TEXT, last_name TEXT, login_name TEXT);\n"
+    "CREATE TABLE addresses (address_id INT, line TEXT);\n"
+    "CREATE TABLE people_addresses (person_id INT REFERENCES people(person_id), "
+    "address_id INT REFERENCES addresses(address_id), date_from TEXT);"
 ).schema
 BASELINE = Path(__file__).resolve().parents[1] / "results" / "qwen2.5-coder-0.5b-base"
 needs_spider = pytest.mark.skipif(not (SPIDER / "dev.json").is_file(), reason="Spider data not found")
@@ -113,8 +116,17 @@ def test_every_baseline_prediction_that_sqlite_ran_passes_and_most_failures_are_
          "(SELECT candidate_id FROM people AS T2 WHERE T1.login_name = 'x')",
          "SELECT T1.candidate_details FROM candidates AS T1 WHERE T1.candidate_id IN "
          "(SELECT candidate_id FROM people AS T2 WHERE T2.login_name = 'x')", ["T1.login_name -> T2.login_name"]),
+        ("SELECT first_name FROM candidates WHERE candidate_details = 'x'",
+         "SELECT first_name FROM candidates JOIN people ON candidates.candidate_id = people.person_id "
+         "WHERE candidate_details = 'x'",
+         ["first_name: joined people on candidates.candidate_id = people.person_id"]),
+        ("SELECT candidate_id FROM candidates AS c WHERE login_name = 'x'",
+         "SELECT c.candidate_id FROM candidates AS c JOIN people ON c.candidate_id = people.person_id "
+         "WHERE login_name = 'x'",
+         ["login_name: joined people on c.candidate_id = people.person_id"]),
     ],
-    ids=["wrong alias", "alias written without AS", "misspelt", "outer alias in a subquery"],
+    ids=["wrong alias", "alias written without AS", "misspelt", "outer alias in a subquery",
+         "a table left out", "a table left out, without ambiguity"],
 )
 def test_columns_with_one_possible_fix_are_put_right(sql, fixed, changes):
     assert check_sql(sql, ASSESSMENTS if "andidate" in sql else SCHEMA) is not None
@@ -131,6 +143,9 @@ def test_columns_with_one_possible_fix_are_put_right(sql, fixed, changes):
         "SELECT x.nme FROM (SELECT name AS nm FROM singer) AS x",  # a derived table's columns aren't checked
         'SELECT name FROM singer WHERE "nme" = 1',  # maybe a string to SQLite
         "SELECT first_nam FROM candidates",  # first_name belongs to a table the query doesn't read
+        "SELECT line FROM candidates",  # addresses is two keys away
+        "SELECT date_from FROM addresses JOIN people ON addresses.address_id = people.person_id",  # two keys lead there
+        "SELECT x FROM (SELECT candidate_id FROM candidates) WHERE first_name = 'a'",  # no table of its own FROM
         "SELECT name FROM singer WHERE (",  # doesn't parse
     ],
 )

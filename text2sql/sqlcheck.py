@@ -138,10 +138,14 @@ def fix_column_names(sql: str, schema: Schema) -> tuple[str, list[str]]:
     the changes in words ("T2.name -> T1.name"); ``sql`` and [] when nothing changes.
 
     A qualified column whose table lacks it moves to the one other table of the query that has
-    it; else (and for an unqualified column that no table of the query has) it is respelt as
-    the one column of those tables whose name is at least ``CLOSE_SPELLING`` alike. Columns of
-    derived tables and CTEs, and double-quoted unqualified names (SQLite may read them as
-    strings), are left alone, as ``check_sql`` leaves them."""
+    it; else it is respelt as the one column of that table whose name is at least
+    ``CLOSE_SPELLING`` alike. An unqualified column that no table of the query has brings in the
+    one table outside the query that has it, when exactly one single-column foreign key links it
+    to a table of the query's own FROM (joined on that key; the query's other unqualified
+    columns that the new table also has are qualified with their own table, so they don't
+    become ambiguous); else it is respelt as the one column of the query's tables so alike.
+    Columns of derived tables and CTEs, and double-quoted unqualified names (SQLite may read
+    them as strings), are left alone, as ``check_sql`` leaves them."""
     try:
         tree = sqlglot.parse_one(sql, read="sqlite")
         scopes = traverse_scope(tree)
@@ -153,7 +157,7 @@ def fix_column_names(sql: str, schema: Schema) -> tuple[str, list[str]]:
     for scope in scopes:
         visible, derived = _visible_tables(scope, tables)
         spelt = {alias: _alias_as_written(scope, alias) for alias in visible}
-        for column in (node for node in scope.walk() if isinstance(node, exp.Column)):
+        for column in [node for node in scope.walk() if isinstance(node, exp.Column)]:
             name = column.name.lower()
             if not name or name in IMPLICIT_COLUMNS or isinstance(column.this, exp.Star):
                 continue
@@ -169,11 +173,47 @@ def fix_column_names(sql: str, schema: Schema) -> tuple[str, list[str]]:
                     _respell(column, [table])
             elif not derived and not column.this.quoted and name not in aliases:
                 if not any(name in _lower_columns(t) for t in visible.values()):
+                    joined = _join_owner(scope, name, visible, spelt, tables)
+                    if joined:
+                        changes.append(f"{column.name}: {joined}")
+                        continue
                     _respell(column, list(visible.values()))
             after = column.sql(dialect="sqlite")
             if after != before and f"{before} -> {after}" not in changes:
                 changes.append(f"{before} -> {after}")
     return (tree.sql(dialect="sqlite"), changes) if changes else (sql, [])
+
+
+def _join_owner(scope: Scope, name: str, visible: dict, spelt: dict, tables: dict) -> str | None:
+    """Join the one table outside the query that has column ``name`` to the scope's SELECT, when
+    exactly one single-column foreign key links it to a table of the scope's own FROM; the join
+    in words, or None. ``visible`` and ``spelt`` learn the new table."""
+    if not isinstance(scope.expression, exp.Select):
+        return None
+    shown = {t.name.lower() for t in visible.values()}
+    owners = [t for t in tables.values() if name in _lower_columns(t) and t.name.lower() not in shown]
+    own = {alias: t for alias, t in visible.items() if alias in {key.lower() for key in scope.sources}}
+    paths = [(alias, mine, theirs) for alias, table in own.items() for owner in owners[:1]
+             for mine, theirs in _single_column_links(table, owner)]
+    if len(owners) != 1 or len(paths) != 1:
+        return None
+    (owner,), (alias, mine, theirs) = owners, paths[0]
+    for column in [n for n in scope.walk() if isinstance(n, exp.Column) and not n.table]:  # keep them unambiguous
+        holders = [a for a, t in visible.items() if column.name.lower() in _lower_columns(t)]
+        if column.name.lower() in _lower_columns(owner) and len(holders) == 1:
+            column.set("table", exp.to_identifier(spelt[holders[0]]))
+    on = exp.EQ(this=exp.column(mine, table=spelt[alias]), expression=exp.column(theirs, table=owner.name))
+    scope.expression.join(exp.to_table(exp.to_identifier(owner.name).sql(dialect="sqlite")), on=on, copy=False)
+    visible[owner.name.lower()], spelt[owner.name.lower()] = owner, owner.name
+    return f"joined {owner.name} on {on.sql(dialect='sqlite')}"
+
+
+def _single_column_links(table, other) -> list[tuple[str, str]]:
+    """(column of ``table``, column of ``other``) for each single-column foreign key between them."""
+    links = [(fk.columns[0], fk.other_columns[0]) for fk in table.foreign_keys
+             if fk.other_table.lower() == other.name.lower() and len(fk.columns) == 1]
+    return links + [(fk.other_columns[0], fk.columns[0]) for fk in other.foreign_keys
+                    if fk.other_table.lower() == table.name.lower() and len(fk.columns) == 1]
 
 
 def _lower_columns(table) -> set[str]:
@@ -199,4 +239,4 @@ def _respell(column: exp.Column, tables: list) -> None:
 
 def fixes_note(changes: list[str]) -> str:
     """The changes ``fix_column_names`` made, as a warning shown with the answer."""
-    return "Column names the model got wrong were put right: " + ", ".join(changes)
+    return "Columns the model got wrong were put right: " + "; ".join(changes)

@@ -9,10 +9,11 @@ and Spider's gold SQL relies on it), columns of derived tables and CTEs, and qua
 sqlglot's scopes can't place are left for SQLite to judge. Every dev gold query passes
 (tests/test_sqlcheck.py).
 
-``fix_column_names`` puts right the two column mistakes small models make most that have only
-one possible fix: a column qualified with the wrong table of the query (``T2.name`` where only
-``T1`` has ``name``) and a near-miss spelling of a column of the query's tables. It touches only
-columns that cannot resolve, so a query that runs is never changed.
+``fix_column_names`` puts right the column mistakes small models make most, where only one fix
+exists: a column qualified with the wrong table of the query (``T2.name`` where only ``T1`` has
+``name``), a column of a table the query left out but one foreign key away (that table is
+joined), and a near-miss spelling. It touches only columns that cannot resolve, so a query that
+runs is never changed.
 
     from text2sql.sqlcheck import check_sql, fix_column_names
     check_sql("SELECT nme FROM singer", schema)   # "no such column: nme (... columns of singer: ...)"

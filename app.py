@@ -82,7 +82,7 @@ folder for your session, never modified, and deleted when your session ends.
 APIS = """## Use it from code
 * **REST:** `POST /generate_sql` with `{"schema": "..." or "database": "shop", "question": "...", "model": "...",
   "mode": "auto" | "greedy" | "best-of-k", "execute": false}` returns `{"sql", "execution_time_ms", "model", "valid",
-  "error", "decoding"}` (and the rows with `"execute": true`); `GET /health`, `GET /models`, `GET /databases`;
+  "error", "decoding", "warnings"}` (and the rows with `"execute": true`); `GET /health`, `GET /models`, `GET /databases`;
   OpenAPI docs at [/docs](/docs).
 * **gradio_client:** `/generate_sql`, `/run_sql`, `/ask`, `/compare` (see *Use via API* at the foot of the page).
 """

@@ -12,7 +12,7 @@ greedy, and best of k only when that fails or returns nothing), ``"greedy"`` or
 
 REST (``create_app``): ``POST /generate_sql`` ``{"schema" | "database", "question", "model"?,
 "mode"?, "execute"?}`` -> ``{"sql", "execution_time_ms", "model", "valid", "error",
-"decoding"}`` (plus ``columns``/``rows``/``truncated`` with ``"execute": true``);
+"decoding", "warnings"}`` (plus ``columns``/``rows``/``truncated`` with ``"execute": true``);
 ``GET /health`` (503 until the default model can answer), ``GET /models``,
 ``GET /databases``, OpenAPI at ``/docs`` (Swagger UI served from the swagger-ui-bundle
 package: it works offline). Errors are ``{"error": "..."}`` with 400 (bad input), 413 (body
@@ -184,6 +184,7 @@ def generation_json(generation: Generation) -> dict:
         "model": generation.model,
         "execution_time_ms": generation.execution_time_ms,
         "decoding": generation.decoding_json(),
+        "warnings": generation.warnings,
         "candidates": [c.as_dict() for c in generation.candidates],
         "repair": generation.repair.as_dict() if generation.repair else None,
     }
@@ -193,7 +194,8 @@ def answer_json(generation: Generation, result: QueryResult, execute: bool) -> d
     """/generate_sql's answer: the SQL, whether it passed the check (and, on a database with
     rows, ran), and with ``execute`` what it returned."""
     payload = {"sql": generation.sql, "execution_time_ms": generation.execution_time_ms, "model": generation.model,
-               "valid": result.ok, "error": result.error, "decoding": generation.decoding_json()}
+               "valid": result.ok, "error": result.error, "decoding": generation.decoding_json(),
+               "warnings": generation.warnings}
     if execute:
         payload.update({k: v for k, v in result_json(result).items() if k in ("columns", "rows", "truncated")})
     return payload
@@ -249,6 +251,8 @@ class GenerateSQLResponse(BaseModel):
     valid: bool = Field(description="The SQL compiles against the schema and (on a database) runs")
     error: str | None = Field(description="Why it is not valid (the check's or the run's words)")
     decoding: Decoded
+    warnings: list[str] = Field(description="What to know about the SQL: the schema shown was cut, columns the "
+                                            "model got wrong were put right (text2sql.sqlcheck)")
     columns: list[str] | None = Field(default=None, description="execute: the result's columns")
     rows: list[list[Any]] | None = Field(default=None, description="execute: the rows (at most max_rows)")
     truncated: bool | None = Field(default=None, description="execute: there were more rows than max_rows")

@@ -24,7 +24,7 @@ from text2sql import engine  # noqa: E402
 from text2sql.registry import default_registry  # noqa: E402
 
 # The keys of every POST /generate_sql answer (REST and gradio_client): the contract app.py documents.
-GENERATED = {"sql", "execution_time_ms", "model", "valid", "error", "decoding"}
+GENERATED = {"sql", "execution_time_ms", "model", "valid", "error", "decoding", "warnings"}
 
 try:
     from playwright.sync_api import sync_playwright

@@ -22,6 +22,14 @@ def client(app_parts):
         yield client
 
 
+def test_sql_put_right_says_so(client, fake_models):
+    fake_models.enqueue("SELECT COUNT(*) FROM users WHERE birthyear > 1990")  # misspelt
+    example = {"schema": "Table: users\nColumns: id, name, birth_year", "question": "How many users were born after 1990?"}
+    body = client.post("/generate_sql", json=example).json()
+    assert body["sql"] == "SELECT COUNT(*) FROM users WHERE birth_year > 1990" and body["valid"] is True
+    assert body["warnings"] == ["Columns the model got wrong were put right: birthyear -> birth_year"]
+
+
 def test_the_original_contract(client, fake_models, tmp_path):
     """The original service's example, posted as is: sql/execution_time_ms/model as before, now
     with whether the SQL is valid and how it was written, and the SQL runs on a database with
@@ -35,7 +43,7 @@ def test_the_original_contract(client, fake_models, tmp_path):
                                 "escalation": None}
     assert isinstance(body["execution_time_ms"], float) and body["execution_time_ms"] >= 0
     assert body["model"] == "fake"
-    assert body["sql"] == "SELECT COUNT(*) FROM users WHERE age > 30"
+    assert body["sql"] == "SELECT COUNT(*) FROM users WHERE age > 30" and body["warnings"] == []
     prompt = fake_models.history[-1][1]["content"]
     assert "CREATE TABLE users" in prompt and prompt.endswith("Question: How many users are older than 30?")
 
@@ -228,7 +236,7 @@ def test_openapi_docs_describe_the_contract(client):
     assert request["properties"]["mode"]["default"] == "auto"
     assert set(request["required"]) == {"question"} and request["additionalProperties"] is False
     response = spec["components"]["schemas"]["GenerateSQLResponse"]
-    assert set(response["required"]) == {"sql", "execution_time_ms", "model", "valid", "error", "decoding"}
+    assert set(response["required"]) == {"sql", "execution_time_ms", "model", "valid", "error", "decoding", "warnings"}
     assert set(route["responses"]) == {"200", "400", "413", "422", "503"}
     assert route["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
     assert set(spec["paths"]) >= {"/generate_sql", "/health", "/models"}

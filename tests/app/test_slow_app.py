@@ -43,7 +43,7 @@ def test_the_app_answers_with_the_embedded_model(example_dbs, tmp_path):
             "schema": "Table: users\nColumns: id, name, age", "question": "How many users are older than 30?"
         })
     assert response.status_code == 200 and response.json()["valid"] is True, response.json()
-    assert set(response.json()) == {"sql", "execution_time_ms", "model", "valid", "error", "decoding"}
+    assert set(response.json()) == {"sql", "execution_time_ms", "model", "valid", "error", "decoding", "warnings"}
     users = build_db(tmp_path / "users.sqlite", "CREATE TABLE users (id, name, age);"
                      "INSERT INTO users VALUES (1, 'Ann', 25), (2, 'Bob', 41), (3, 'Cy', 33);")
     with sqlite3.connect(users) as conn:

@@ -65,6 +65,7 @@ def test_queries_that_resolve_pass(sql):
         ("SELECT name FROM singer; SELECT 1", "Expected one SQL statement, found 2."),
         ("DROP TABLE singer", "Only a SELECT query can answer a question."),
         ("SELECT name FROM singer WHERE (", "The SQL does not parse"),
+        ("SELECT " + "(" * 3000 + "1" + ")" * 3000, "The SQL is nested too deeply to check."),
     ],
 )
 def test_names_that_dont_resolve_are_reported_with_hints(sql, problem):
@@ -147,6 +148,7 @@ def test_columns_with_one_possible_fix_are_put_right(sql, fixed, changes):
         "SELECT date_from FROM addresses JOIN people ON addresses.address_id = people.person_id",  # two keys lead there
         "SELECT x FROM (SELECT candidate_id FROM candidates) WHERE first_name = 'a'",  # no table of its own FROM
         "SELECT name FROM singer WHERE (",  # doesn't parse
+        "SELECT nme FROM singer WHERE id IN " + "(" * 3000 + "1" + ")" * 3000,  # too deep for sqlglot
     ],
 )
 def test_columns_without_one_clear_fix_are_left_to_sqlite(sql):

@@ -49,6 +49,8 @@ def check_sql(sql: str, schema: Schema) -> str | None:
         trees = [t for t in sqlglot.parse(sql, read="sqlite") if t is not None]
     except SqlglotError as error:
         return f"The SQL does not parse: {str(error).splitlines()[0]}"
+    except RecursionError:  # sqlglot's parser recurses once per nested parenthesis
+        return "The SQL is nested too deeply to check."
     if len(trees) != 1:
         return f"Expected one SQL statement, found {len(trees)}."
     if not isinstance(trees[0], exp.Query):
@@ -150,7 +152,7 @@ def fix_column_names(sql: str, schema: Schema) -> tuple[str, list[str]]:
     try:
         tree = sqlglot.parse_one(sql, read="sqlite")
         scopes = traverse_scope(tree)
-    except SqlglotError:
+    except (SqlglotError, RecursionError):  # left for check_sql and SQLite to refuse
         return sql, []
     tables = {t.name.lower(): t for t in schema.tables}
     aliases = {a.alias.lower() for a in tree.find_all(exp.Alias)}

@@ -27,7 +27,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from text2sql.selection import Candidate, check_candidates, choose
+from text2sql.selection import Candidate, choose
 from text2sql.sqlcheck import fix_column_names, fixes_note
 
 POLICIES = ("as written", "where none ran as written", "voting beside the others")
@@ -42,34 +42,35 @@ def fixed_lines(predictions: list[dict], spider) -> list[dict]:
             raise ValueError(f"Question {line['id']} has candidates: a best-of-k run (see compare_policies).")
         schema = schemas.setdefault(line["db_id"], spider.schema(line["db_id"]))
         sql, fixes = fix_column_names(line["prediction"], schema) if line["prediction"] else (line["prediction"], [])
-        lines.append({**line, "prediction": sql, "warnings": (line.get("warnings") or []) + ([fixes_note(fixes)] if fixes else [])})
+        warnings = (line.get("warnings") or []) + ([fixes_note(fixes)] if fixes else [])
+        lines.append({**line, "prediction": sql, "warnings": warnings})
     return lines
 
 
 def policy_outcomes(spider, split: str, run: Path, first: int | None) -> dict[str, list[bool]]:
     """Whether each way of counting put-right candidates picks a right answer, per question."""
-    from tqdm import tqdm
-
     from evaluation.execution import execution_match
-    from evaluation.vote_rules import pooled_lines
+    from evaluation.vote_rules import checked_lines, pooled_lines
     from text2sql.selection import most_likely_failure
 
     examples = {e.id: e for e in spider.examples(split)}
     outcomes: dict[str, list[bool]] = {policy: [] for policy in POLICIES}
-    for line, records in tqdm(pooled_lines([run], first), desc=run.name, unit="q"):
+    lines = pooled_lines([run], first)
+    records = {line["id"]: candidates for line, candidates in lines}
+    for line, candidates, _ in checked_lines(spider, lines, desc=run.name):
         db_id = line["db_id"]
-        candidates = [Candidate.from_record(record) for record in records]
-        check_candidates(candidates, spider.schema(db_id), spider.sandbox(db_id), has_data=True)
         picks = {
             "as written": choose([c for c in candidates if not c.fixes]),  # a put-right one failed as written
             "where none ran as written": choose(candidates),
             "voting beside the others": choose([dataclasses.replace(c, fixes=[]) for c in candidates]),
         }
         repair = (line.get("repair") or {}).get("sql")
-        written = most_likely_failure([Candidate.from_record(record) for record in records]).sql
+        written = most_likely_failure([Candidate.from_record(record) for record in records[line["id"]]]).sql
+        failure = most_likely_failure(candidates).sql
         for policy, pick in picks.items():  # where nothing runs: the repair, else the likeliest failure as written
-            sql = pick.sql if pick else repair or (written if policy == POLICIES[0] else most_likely_failure(candidates).sql)
-            outcomes[policy].append(bool(sql) and execution_match(spider.db_path(db_id), examples[line["id"]].query, sql).match)
+            sql = pick.sql if pick else repair or (written if policy == POLICIES[0] else failure)
+            gold = examples[line["id"]].query
+            outcomes[policy].append(bool(sql) and execution_match(spider.db_path(db_id), gold, sql).match)
     return outcomes
 
 
@@ -118,11 +119,13 @@ def main(argv: list[str] | None = None) -> None:
         "run": str(args.run),
         "changed": sum(a["prediction"] != b["prediction"] for a, b in zip(predictions, lines)),
         "ex": paired_difference([before[i]["ex"] for i in ids], [after[i]["ex"] for i in ids]),
-        "valid_sql": paired_difference([before[i]["error"] is None for i in ids], [after[i]["error"] is None for i in ids]),
+        "valid_sql": paired_difference([before[i]["error"] is None for i in ids],
+                                       [after[i]["error"] is None for i in ids]),
     }
     (args.out / "comparison.json").write_text(json.dumps(comparison, indent=1) + "\n")
     ex, valid = comparison["ex"], comparison["valid_sql"]
-    print(f"{args.run}: {comparison['changed']} of {len(ids)} queries changed; EX {100 * ex['a']:.1f} -> {100 * ex['b']:.1f} "
+    print(f"{args.run}: {comparison['changed']} of {len(ids)} queries changed; "
+          f"EX {100 * ex['a']:.1f} -> {100 * ex['b']:.1f} "
           f"(+{ex['b_only']} / -{ex['a_only']}, p = {ex['p_value']:.2g}); valid SQL {100 * valid['a']:.1f} -> "
           f"{100 * valid['b']:.1f}; metrics n = {metrics['n']}")
 

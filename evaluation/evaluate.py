@@ -157,7 +157,7 @@ def check_same_decoding(done: list[dict], decoding: Decoding, path: Path) -> Non
 def run_settings() -> dict:
     """The ``RUN_SETTINGS`` (what a prompt shows, what is done with the SQL) not at their default."""
     settings = get_settings()
-    return {name: getattr(settings, name) for name in RUN_SETTINGS if getattr(settings, name) != getattr(Settings, name)}
+    return {name: value for name in RUN_SETTINGS if (value := getattr(settings, name)) != getattr(Settings, name)}
 
 
 def check_same_settings(done: list[dict], path: Path) -> None:

@@ -37,8 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from text2sql.schema import Schema
-from text2sql.selection import Candidate, check_candidates, result_groups, vote_rank
+from text2sql.selection import result_groups, vote_rank
 from text2sql.selector import FEATURE_GROUPS, group_features
 
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
@@ -79,22 +78,15 @@ class Question:
 
 def labelled_questions(spider, split: str, run: Path, first: int | None = None) -> list[Question]:
     """Each question of ``run`` (its first ``first`` candidates), checked, grouped and labelled."""
-    from tqdm import tqdm
-
     from evaluation.execution import execution_match
-    from evaluation.vote_rules import pooled_lines
+    from evaluation.vote_rules import checked_lines, pooled_lines
     from text2sql.selection import most_likely_failure
 
     examples = {e.id: e for e in spider.examples(split)}
-    schemas: dict[str, tuple[Schema, object]] = {}
     questions = []
-    for line, records in tqdm(pooled_lines([run], first), desc=f"{run.name} ({first or 'all'})", unit="q"):
+    lines = pooled_lines([run], first)
+    for line, candidates, schema in checked_lines(spider, lines, desc=f"{run.name} ({first or 'all'})"):
         db_id = line["db_id"]
-        if db_id not in schemas:
-            schemas[db_id] = (spider.schema(db_id), spider.sandbox(db_id))
-        schema, sandbox = schemas[db_id]
-        candidates = [Candidate.from_record(record) for record in records]
-        check_candidates(candidates, schema, sandbox, has_data=True)
         gold, db_path = examples[line["id"]].query, spider.db_path(db_id)
 
         def right(sql: str) -> bool:

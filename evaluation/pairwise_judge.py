@@ -29,7 +29,7 @@ from pathlib import Path
 from text2sql.prompt import Messages, user_message
 from text2sql.sandbox import QueryResult
 from text2sql.schema import Schema
-from text2sql.selection import Candidate, answers_something, check_candidates, result_groups, vote_rank
+from text2sql.selection import Candidate, answers_something, result_groups, vote_rank
 
 JUDGE_SYSTEM_PROMPT = (
     "You are a SQLite expert. Given a database schema, a question and two SQLite queries that "
@@ -51,7 +51,8 @@ def result_table(result: QueryResult) -> tuple[str, str]:
         return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
     rows = result.rows
-    note = f" ({len(rows)} row{'s' * (len(rows) != 1)}{', first %d shown' % SHOWN_ROWS if len(rows) > SHOWN_ROWS else ''})"
+    shown = f", first {SHOWN_ROWS} shown" if len(rows) > SHOWN_ROWS else ""
+    note = f" ({len(rows)} row{'s' * (len(rows) != 1)}{shown})"
     lines = [" | ".join(result.columns)] + [" | ".join(cell(v) for v in row) for row in rows[:SHOWN_ROWS]]
     return note, "\n".join(lines)
 
@@ -81,26 +82,19 @@ def judged_questions(spider, split: str, run: Path, generator) -> list[dict]:
     """One row per question of ``run`` that has a runner-up: whether the vote's pick and the
     runner-up are right, the judge's log-probabilities of "A" and "B" with the pick shown
     first and with the runner-up shown first, and its seconds."""
-    from tqdm import tqdm
-
     from evaluation.execution import execution_match
-    from evaluation.vote_rules import pooled_lines
+    from evaluation.vote_rules import checked_lines, pooled_lines
 
     examples = {e.id: e for e in spider.examples(split)}
     lines = sorted(pooled_lines([run]), key=lambda pair: pair[0]["db_id"])  # one database's prefix at a time
-    rows, schemas = [], {}
-    for line, records in tqdm(lines, desc="judging", unit="q"):
-        db_id = line["db_id"]
-        if db_id not in schemas:
-            schemas[db_id] = (spider.schema(db_id), spider.sandbox(db_id))
-        schema, sandbox = schemas[db_id]
-        candidates = [Candidate.from_record(record) for record in records]
-        check_candidates(candidates, schema, sandbox, has_data=True)
+    rows = []
+    for line, candidates, schema in checked_lines(spider, lines, desc="judging"):
         if not any(c.ran for c in candidates):
             continue
         pick, runner_up = leading_two(candidates)
         if runner_up is None:
             continue
+        db_id = line["db_id"]
         start = time.perf_counter()
         pick_first, runner_up_first = generator.next_token_logprobs(
             [judge_messages(schema, line["question"], pick, runner_up),

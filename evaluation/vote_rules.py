@@ -23,9 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from text2sql.schema import Schema
 from text2sql.selection import Candidate, answers_something, vote_rank
 
 Group = list[Candidate]
@@ -71,13 +72,32 @@ def pooled_lines(runs: list[Path], first: int | None = None) -> list[tuple[dict,
     return [(by_run[0][i], [c for lines in by_run for c in lines[i]["candidates"][:first]]) for i in shared]
 
 
-def question_outcomes(spider, gold: str, line: dict, records: list[dict]) -> dict:
-    """Whether each rule's pick, and any candidate, is right for one question."""
-    from evaluation.execution import execution_match
-    from text2sql.selection import check_candidates, choose, most_likely_failure
+def checked_lines(
+    spider, lines: list[tuple[dict, list[dict]]], desc: str = "checking"
+) -> Iterator[tuple[dict, list[Candidate], Schema]]:
+    """Each question of ``pooled_lines`` with its candidates checked in the sandbox again (and
+    put right, as the pipeline does) and its database's schema; each database's schema and
+    sandbox are opened once; a progress bar."""
+    from tqdm import tqdm
 
-    candidates = [Candidate.from_record(record) for record in records]
-    check_candidates(candidates, spider.schema(line["db_id"]), spider.sandbox(line["db_id"]), has_data=True)
+    from text2sql.selection import check_candidates
+
+    databases = {}
+    for line, records in tqdm(lines, desc=desc, unit="q"):
+        db_id = line["db_id"]
+        if db_id not in databases:
+            databases[db_id] = (spider.schema(db_id), spider.sandbox(db_id))
+        schema, sandbox = databases[db_id]
+        candidates = [Candidate.from_record(record) for record in records]
+        check_candidates(candidates, schema, sandbox, has_data=True)
+        yield line, candidates, schema
+
+
+def question_outcomes(spider, gold: str, line: dict, candidates: list[Candidate]) -> dict:
+    """Whether each rule's pick among the checked ``candidates``, and any candidate, is right for one question."""
+    from evaluation.execution import execution_match
+    from text2sql.selection import choose, most_likely_failure
+
     db_path = spider.db_path(line["db_id"])
     verdicts: dict[str, bool] = {}
 
@@ -108,8 +128,6 @@ def summary(outcomes: list[dict]) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tqdm import tqdm
-
     from text2sql.spider import Spider
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -123,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     spider = Spider(args.spider)
     gold = {example.id: example.query for example in spider.examples(args.split)}
     lines = pooled_lines(args.runs, args.per_run)
-    outcomes = [question_outcomes(spider, gold[line["id"]], line, records) for line, records in tqdm(lines, unit="q")]
+    outcomes = [question_outcomes(spider, gold[line["id"]], line, candidates)
+                for line, candidates, _ in checked_lines(spider, lines)]
     table = summary(outcomes)
     ran = sum(o["ran"] for o in outcomes)
     print(f"{len(outcomes)} questions, {len(lines[0][1])} candidates each, some candidate ran for {ran}")

@@ -31,6 +31,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from text2sql.schema import Schema
+from text2sql.settings import get_settings
 
 
 IMPLICIT_COLUMNS = {"rowid", "oid", "_rowid_"}
@@ -109,12 +110,12 @@ def _unknown_column(scope: Scope, tables: dict, aliases: set[str]) -> str | None
             continue
         if column.table:
             table = visible.get(column.table.lower())
-            if table is not None and name not in {c.lower() for c in table.column_names()}:
+            if table is not None and name not in _lower_columns(table):
                 return f"no such column: {column.table}.{column.name} ({table.name} has no column {column.name}" + _where_else(
                     column.name, tables
                 ) + ")"
         elif not derived and not column.this.quoted and name not in aliases:
-            if not any(name in {c.lower() for c in t.column_names()} for t in visible.values()):
+            if not any(name in _lower_columns(t) for t in visible.values()):
                 in_query = ", ".join(sorted({t.name for t in visible.values()}))
                 return f"no such column: {column.name} (not a column of {in_query or 'the tables in the query'}" + _where_else(
                     column.name, tables
@@ -124,15 +125,13 @@ def _unknown_column(scope: Scope, tables: dict, aliases: set[str]) -> str | None
 
 def _where_else(column: str, tables: dict) -> str:
     """'; X is a column of: a, b' when other tables of the schema have that column."""
-    owners = [t.name for t in tables.values() if column.lower() in {c.lower() for c in t.column_names()}]
+    owners = [t.name for t in tables.values() if column.lower() in _lower_columns(t)]
     return f"; {column} is a column of: {', '.join(owners)}" if owners else ""
 
 
 def fixed_if_enabled(sql: str, schema: Schema) -> tuple[str, list[str]]:
     """``fix_column_names`` where the setting ``fix_column_names`` is on (the default), else
     ``sql`` as written; empty SQL as it is."""
-    from text2sql.settings import get_settings
-
     return fix_column_names(sql, schema) if sql and get_settings().fix_column_names else (sql, [])
 
 
@@ -195,12 +194,15 @@ def _join_owner(scope: Scope, name: str, visible: dict, spelt: dict, tables: dic
         return None
     shown = {t.name.lower() for t in visible.values()}
     owners = [t for t in tables.values() if name in _lower_columns(t) and t.name.lower() not in shown]
-    own = {alias: t for alias, t in visible.items() if alias in {key.lower() for key in scope.sources}}
-    paths = [(alias, mine, theirs) for alias, table in own.items() for owner in owners[:1]
-             for mine, theirs in _single_column_links(table, owner)]
-    if len(owners) != 1 or len(paths) != 1:
+    if len(owners) != 1:
         return None
-    (owner,), (alias, mine, theirs) = owners, paths[0]
+    (owner,) = owners
+    own = {alias: t for alias, t in visible.items() if alias in {key.lower() for key in scope.sources}}
+    paths = [(alias, mine, theirs)
+             for alias, table in own.items() for mine, theirs in _single_column_links(table, owner)]
+    if len(paths) != 1:
+        return None
+    (alias, mine, theirs), = paths
     for column in [n for n in scope.walk() if isinstance(n, exp.Column) and not n.table]:  # keep them unambiguous
         holders = [a for a, t in visible.items() if column.name.lower() in _lower_columns(t)]
         if column.name.lower() in _lower_columns(owner) and len(holders) == 1:

@@ -337,7 +337,7 @@ def test_push_stages_a_gguf_adapter_that_the_backend_uses_as_it_is(tmp_path, smo
     config = json.loads((adapter / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
     (adapter / "adapter_config.json").write_text(json.dumps(config))
-    staged = push.stage(adapter, tmp_path / "hub", None, "me/smol-b", gguf_base=smollm2_gguf)
+    staged = push.stage(adapter, tmp_path / "hub", [], "me/smol-b", gguf_base=smollm2_gguf)
     assert (staged / "adapter_model.gguf").is_file()
     engine.unload_all()
     registry = Registry.from_dict({"models": {

@@ -52,7 +52,7 @@ def trained_dir(tmp_path, tiny_adapter_dirs, smollm2_tokenizer_dir):
 
 def test_staged_folder_has_the_adapter_and_a_card_with_model_index(tmp_path, trained_dir):
     (tmp_path / "metrics.json").write_text(json.dumps(METRICS))
-    staged = push.stage(trained_dir, tmp_path / "hub", tmp_path / "metrics.json", "me/qwen-spider")
+    staged = push.stage(trained_dir, tmp_path / "hub", [tmp_path / "metrics.json"], "me/qwen-spider")
     names = {p.name for p in staged.iterdir()}
     assert {"README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "recipe.yaml"} <= names
     assert "checkpoint-5" not in names and "README.md" in names
@@ -67,12 +67,39 @@ def test_staged_folder_has_the_adapter_and_a_card_with_model_index(tmp_path, tra
     assert results["execution_accuracy_hard"].metric_value == 0.5
     assert results["execution_accuracy"].dataset_type == "xlangai/spider"
     assert results["execution_accuracy"].dataset_split == "validation"
-    assert "| all | 61.2% [58.1%, 64.2%] | 43.3% [40.2%, 46.4%] | 0.0% |" in card.text
-    assert "| hard (n = 160) | 50.0% | 30.0% | |" in card.text
+    assert results["execution_accuracy"].metric_config == "greedy"
+    assert "| greedy | 61.2% [58.1%, 64.2%] | 43.3% [40.2%, 46.4%] | n/a | 0.0% |" in card.text
+    assert "| hard (n = 160) | 50.0% |" in card.text
     assert "lora_r: 16" in card.text and "14235" in card.text
     assert 'PeftModel.from_pretrained(base, "me/qwen-spider")' in card.text
     assert (staged / "loss_curve.png").read_bytes().startswith(b"\x89PNG")
     assert "![Training loss per step](loss_curve.png)" in card.text
+
+
+def test_card_reports_each_way_of_decoding_with_its_engine(tmp_path, trained_dir):
+    best_of_8 = {**METRICS, "ex": 0.664, "em": 0.5, "valid_sql_rate": 0.98, "ex_ci95": None, "em_ci95": None,
+                 "per_hardness": {**METRICS["per_hardness"], "hard": {"n": 160, "ex": 0.6, "em": 0.4}},
+                 "decoding": {"mode": "best-of-k", "k": 8, "temperature": 0.8},
+                 "engine": "llama.cpp (qwen2 1B Q4_K - Medium; 2 threads)", "cpu": "avx512_bf16"}
+    (tmp_path / "greedy.json").write_text(json.dumps({**METRICS, "decoding": {"mode": "greedy"}}))
+    (tmp_path / "best-of-8.json").write_text(json.dumps(best_of_8))
+    staged = push.stage(trained_dir, tmp_path / "hub", [tmp_path / "greedy.json", tmp_path / "best-of-8.json"], "me/q")
+
+    card = ModelCard.load(staged / "README.md")
+    results = {(r.metric_type, r.metric_config): r.metric_value for r in card.data.eval_results}
+    assert results[("execution_accuracy", "greedy")] == 0.612
+    assert results[("execution_accuracy", "best of 8")] == 0.664
+    assert results[("execution_accuracy_hard", "best of 8")] == 0.6
+    assert "| best of 8 | 66.4% | 50.0% | 98.0% | 0.0% |" in card.text
+    assert "| hard (n = 160) | 50.0% | 60.0% |" in card.text
+    assert "- best of 8: llama.cpp (qwen2 1B Q4_K - Medium; 2 threads), CPU avx512_bf16" in card.text
+
+
+def test_metrics_of_different_evaluations_are_refused(tmp_path, trained_dir):
+    (tmp_path / "dev.json").write_text(json.dumps(METRICS))
+    (tmp_path / "train.json").write_text(json.dumps({**METRICS, "split": "train", "n": 442}))
+    with pytest.raises(ValueError, match="different evaluations"):
+        push.stage(trained_dir, tmp_path / "hub", [tmp_path / "dev.json", tmp_path / "train.json"], "me/q")
 
 
 def test_staged_weights_are_bf16_and_equal_the_trained_ones_rounded(tmp_path, trained_dir):
@@ -80,7 +107,7 @@ def test_staged_weights_are_bf16_and_equal_the_trained_ones_rounded(tmp_path, tr
     from safetensors.torch import load_file
 
     trained = load_file(trained_dir / "adapter_model.safetensors")
-    staged = load_file(push.stage(trained_dir, tmp_path / "hub", None, "me/q") / "adapter_model.safetensors")
+    staged = load_file(push.stage(trained_dir, tmp_path / "hub", [], "me/q") / "adapter_model.safetensors")
     assert staged.keys() == trained.keys()
     for name, tensor in staged.items():
         assert tensor.dtype == torch.bfloat16
@@ -88,7 +115,7 @@ def test_staged_weights_are_bf16_and_equal_the_trained_ones_rounded(tmp_path, tr
 
 
 def test_card_without_metrics_says_so(tmp_path, trained_dir):
-    staged = push.stage(trained_dir, tmp_path / "hub", None, "me/qwen-spider")
+    staged = push.stage(trained_dir, tmp_path / "hub", [], "me/qwen-spider")
     card = ModelCard.load(staged / "README.md")
     assert card.data.eval_results is None
     assert "Not evaluated yet" in card.text
@@ -96,7 +123,7 @@ def test_card_without_metrics_says_so(tmp_path, trained_dir):
 
 def test_no_token_means_no_upload(tmp_path, trained_dir, monkeypatch, capsys):
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
-    staged = push.stage(trained_dir, tmp_path / "hub", None, "me/qwen-spider")
+    staged = push.stage(trained_dir, tmp_path / "hub", [], "me/qwen-spider")
     assert push.publish(staged, "me/qwen-spider") is None
     printed = capsys.readouterr().out
     assert "Not uploading (no Hugging Face token)" in printed
@@ -104,7 +131,7 @@ def test_no_token_means_no_upload(tmp_path, trained_dir, monkeypatch, capsys):
 
 
 def test_offline_means_no_upload_even_with_a_token(tmp_path, trained_dir, capsys):
-    staged = push.stage(trained_dir, tmp_path / "hub", None, "me/qwen-spider")
+    staged = push.stage(trained_dir, tmp_path / "hub", [], "me/qwen-spider")
     assert push.publish(staged, "me/qwen-spider", token="hf_not_a_real_token") is None  # HF_HUB_OFFLINE=1 in tests
     assert "the Hub can't be reached" in capsys.readouterr().out
 
@@ -133,7 +160,7 @@ def test_an_upload_is_one_commit_and_prints_the_revision_to_pin(tmp_path, traine
     monkeypatch.setattr("huggingface_hub.HfApi", RecordingHub)
     monkeypatch.setattr("text2sql.registry.hub_offline", lambda: False)
     RecordingHub.calls = []
-    staged = push.stage(trained_dir, tmp_path / "hub", None, "me/qwen-spider")
+    staged = push.stage(trained_dir, tmp_path / "hub", [], "me/qwen-spider")
     url = push.publish(staged, "me/qwen-spider", token="hf_token")
     assert url == "https://huggingface.co/me/qwen-spider/commit/" + "a" * 40
     (create, commit) = RecordingHub.calls
@@ -146,4 +173,4 @@ def test_an_upload_is_one_commit_and_prints_the_revision_to_pin(tmp_path, traine
 
 def test_a_folder_without_an_adapter_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
-        push.stage(tmp_path, tmp_path / "hub", None, "me/x")
+        push.stage(tmp_path, tmp_path / "hub", [], "me/x")

@@ -1,7 +1,8 @@
 """Publish a trained adapter to the Hugging Face Hub: adapter + model card in ONE commit.
 
     python -m training.push --adapter runs/qwen2.5-coder-0.5b-cpu --repo you/qwen2.5-coder-0.5b-spider \\
-        [--metrics results/qwen2.5-coder-0.5b-spider/metrics.json] [--staging DIR] [--gguf-base BASE.gguf | --no-gguf]
+        [--metrics results/RUN/metrics.json results/RUN-best-of-8/metrics.json ...] [--staging DIR] \\
+        [--gguf-base BASE.gguf | --no-gguf]
 
 The adapter is also staged as a GGUF adapter (``adapter_model.gguf``, llama.cpp's converter:
 ``text2sql.lora_gguf``) for the llama.cpp backend, made against ``--gguf-base`` (default: the
@@ -9,8 +10,10 @@ embedded GGUF of the registry model with the adapter's base).
 
 The card (huggingface_hub ``ModelCardData``) names the real Hub base model (from
 adapter_config.json), ``library_name: peft``, the dataset, the training recipe, and the
-evaluation as ``model-index`` read from an evaluation ``metrics.json`` (rates as fractions:
-``n, ex, em, chatty_rate, ex_ci95, em_ci95, per_hardness{level: {n, ex, em}}, model, split``).
+evaluation as ``model-index`` read from evaluation ``metrics.json`` files, one per way of decoding
+(greedy, best of k: each result's ``config`` names it), with rates as fractions: ``n, ex, em,
+valid_sql_rate, chatty_rate, ex_ci95, em_ci95, per_hardness{level: {n, ex, em}}, decoding,
+engine, cpu, model, split``.
 Without a token or network the folder is only staged, and what would be uploaded is printed;
 after an upload it prints the commit to pin in the registry (``text2sql/models.yaml``).
 """
@@ -54,17 +57,23 @@ the question last); the completion is the bare SQL.
 
 ## Evaluation
 {% if evaluation %}
-Spider {{ evaluation.split }}, n = {{ evaluation.n }}, greedy decoding, execution accuracy (EX) and
-exact set match (EM), 95% confidence intervals in brackets.
+Spider {{ evaluation.split }}, n = {{ evaluation.n }}, execution accuracy (EX) and exact set match (EM),
+95% confidence intervals in brackets; "valid SQL" is the share of answers SQLite ran.
 
-| | EX | EM | chatty |
-|---|---|---|---|
-| all | {{ evaluation.ex_text }} | {{ evaluation.em_text }} | {{ evaluation.chatty_text }} |
-{% for row in evaluation.levels %}| {{ row.level }} (n = {{ row.n }}) | {{ row.ex }} | {{ row.em }} | |
-{% endfor %}{% else %}
+| decoding | EX | EM | valid SQL | chatty |
+|---|---|---|---|---|
+{% for run in evaluation.runs %}| {{ run.label }} | {{ run.ex_text }} | {{ run.em_text }} | {{ run.valid_text }} | {{ run.chatty_text }} |
+{% endfor %}
+EX by Spider hardness:
+
+| hardness | {% for run in evaluation.runs %}{{ run.label }} | {% endfor %}
+|---|{% for run in evaluation.runs %}---|{% endfor %}
+{% for level in evaluation.levels %}| {{ level.name }} (n = {{ level.n }}) | {% for ex in level.ex %}{{ ex }} | {% endfor %}
+{% endfor %}
+{% for run in evaluation.runs %}{% if run.engine %}- {{ run.label }}: {{ run.engine }}{% if run.cpu %}, CPU {{ run.cpu }}{% endif %}
+{% endif %}{% endfor %}{% else %}
 Not evaluated yet: publish with `--metrics results/<run>/metrics.json` to add the results.
-{% endif %}
-## Training
+{% endif %}## Training
 
 Training metrics: {{ train_metrics }}
 {% if loss_plot %}
@@ -97,53 +106,71 @@ def with_interval(value: float | None, interval: list | None) -> str:
     return text + (f" [{percent(interval[0])}, {percent(interval[1])}]" if interval else "")
 
 
-def eval_results(metrics: dict) -> list:
-    """model-index entries: overall EX and EM, then EX per hardness level."""
+def decoding_label(metrics: dict) -> str:
+    """"greedy" or "best of K", from a run's ``decoding`` (runs from before it was recorded were greedy)."""
+    decoding = metrics.get("decoding") or {}
+    return f"best of {decoding['k']}" if decoding.get("mode") == "best-of-k" else "greedy"
+
+
+def eval_results(runs: list[dict]) -> list:
+    """model-index entries for each run (its decoding as the config): EX and EM, then EX per
+    hardness level."""
     from huggingface_hub import EvalResult
 
-    common = dict(
-        task_type="text-generation",
-        task_name="Text-to-SQL",
-        dataset_type=DATASET_ID,
-        dataset_name=f"Spider ({metrics.get('split', 'dev')})",
-        dataset_split="validation" if metrics.get("split", "dev") == "dev" else metrics["split"],
-    )
-    results = [
-        EvalResult(**common, metric_type="execution_accuracy", metric_name="EX", metric_value=metrics["ex"]),
-        EvalResult(**common, metric_type="exact_match", metric_name="EM", metric_value=metrics["em"]),
-    ]
-    for level in HARDNESS:
-        if level in metrics.get("per_hardness", {}):
-            results.append(
-                EvalResult(
-                    **common,
-                    metric_type=f"execution_accuracy_{level}",
-                    metric_name=f"EX ({level})",
-                    metric_value=metrics["per_hardness"][level]["ex"],
-                )
-            )
+    results = []
+    for metrics in runs:
+        label = decoding_label(metrics)
+        split = metrics.get("split", "dev")
+        common = dict(
+            task_type="text-generation",
+            task_name="Text-to-SQL",
+            dataset_type=DATASET_ID,
+            dataset_name=f"Spider ({split})",
+            dataset_split="validation" if split == "dev" else split,
+            metric_config=label,
+        )
+        results += [
+            EvalResult(**common, metric_type="execution_accuracy", metric_name=f"EX ({label})", metric_value=metrics["ex"]),
+            EvalResult(**common, metric_type="exact_match", metric_name=f"EM ({label})", metric_value=metrics["em"]),
+        ]
+        for level in HARDNESS:
+            if level in metrics.get("per_hardness", {}):
+                results.append(EvalResult(**common, metric_type=f"execution_accuracy_{level}",
+                                          metric_name=f"EX ({level}, {label})",
+                                          metric_value=metrics["per_hardness"][level]["ex"]))
     return results
 
 
-def _evaluation_view(metrics: dict | None) -> dict | None:
-    if metrics is None:
+def _evaluation_view(runs: list[dict]) -> dict | None:
+    if not runs:
         return None
+    first = runs[0]
     levels = [
-        {"level": level, "n": m.get("n"), "ex": percent(m.get("ex")), "em": percent(m.get("em"))}
-        for level, m in ((level, metrics.get("per_hardness", {}).get(level)) for level in HARDNESS)
-        if m
+        {"name": level, "n": first["per_hardness"][level].get("n"),
+         "ex": [percent(m.get("per_hardness", {}).get(level, {}).get("ex")) for m in runs]}
+        for level in HARDNESS if level in first.get("per_hardness", {})
     ]
     return {
-        "split": metrics.get("split", "dev"),
-        "n": metrics.get("n"),
-        "ex_text": with_interval(metrics.get("ex"), metrics.get("ex_ci95")),
-        "em_text": with_interval(metrics.get("em"), metrics.get("em_ci95")),
-        "chatty_text": percent(metrics.get("chatty_rate")),
+        "split": first.get("split", "dev"),
+        "n": first.get("n"),
+        "runs": [
+            {
+                "label": decoding_label(m),
+                "ex_text": with_interval(m.get("ex"), m.get("ex_ci95")),
+                "em_text": with_interval(m.get("em"), m.get("em_ci95")),
+                "valid_text": percent(m.get("valid_sql_rate")),
+                "chatty_text": percent(m.get("chatty_rate")),
+                "engine": m.get("engine"),
+                "cpu": m.get("cpu"),
+            }
+            for m in runs
+        ],
         "levels": levels,
     }
 
 
-def model_card(adapter_dir: Path, repo_id: str, metrics: dict | None = None):
+def model_card(adapter_dir: Path, repo_id: str, runs: list[dict] = ()):
+    """The card, with ``runs`` (evaluation metrics, one per way of decoding) as its results."""
     from huggingface_hub import ModelCard, ModelCardData
 
     base_model = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
@@ -158,7 +185,7 @@ def model_card(adapter_dir: Path, repo_id: str, metrics: dict | None = None):
         pipeline_tag="text-generation",
         tags=["text-to-sql", "sql", "spider", "lora", "peft", "trl"],
         model_name=repo_id.split("/")[-1],
-        eval_results=eval_results(metrics) if metrics else None,
+        eval_results=eval_results(list(runs)) if runs else None,
     )
     return ModelCard.from_template(
         data,
@@ -166,7 +193,7 @@ def model_card(adapter_dir: Path, repo_id: str, metrics: dict | None = None):
         model_name=repo_id.split("/")[-1],
         base_model=base_model,
         repo_id=repo_id,
-        evaluation=_evaluation_view(metrics),
+        evaluation=_evaluation_view(list(runs)),
         recipe=recipe_file.read_text() if recipe_file.is_file() else "(recipe.yaml missing)\n",
         train_metrics=json.dumps(json.loads(train_file.read_text())) if train_file.is_file() else "n/a",
         loss_plot=LOSS_PLOT if (adapter_dir / "loss_curve.json").is_file() else None,
@@ -176,12 +203,13 @@ def model_card(adapter_dir: Path, repo_id: str, metrics: dict | None = None):
 def stage(
     adapter_dir: str | Path,
     staging_dir: str | Path,
-    metrics_file: str | Path | None,
+    metrics_files: list[str | Path],
     repo_id: str,
     gguf_base: str | Path | None = None,
 ) -> Path:
     """A folder holding exactly what goes to the Hub: the adapter's files (weights in bf16),
-    README.md, and with ``gguf_base`` (a base GGUF or Hugging Face folder) the GGUF adapter."""
+    README.md (its results from ``metrics_files``, evaluation ``metrics.json`` of one split),
+    and with ``gguf_base`` (a base GGUF or Hugging Face folder) the GGUF adapter."""
     adapter_dir, staging_dir = Path(adapter_dir), Path(staging_dir)
     for required in ("adapter_config.json", "adapter_model.safetensors"):
         if not (adapter_dir / required).is_file():
@@ -199,8 +227,10 @@ def stage(
         convert(staging_dir, Path(gguf_base), staging_dir / GGUF_NAME)
     if (adapter_dir / "loss_curve.json").is_file():
         plot_loss_curve(json.loads((adapter_dir / "loss_curve.json").read_text()), staging_dir / LOSS_PLOT)
-    metrics = json.loads(Path(metrics_file).read_text()) if metrics_file else None
-    model_card(adapter_dir, repo_id, metrics).save(staging_dir / "README.md")
+    runs = [json.loads(Path(f).read_text()) for f in metrics_files]
+    if len({(m.get("split", "dev"), m.get("n")) for m in runs}) > 1:
+        raise ValueError("The metrics files are of different evaluations (split or number of questions).")
+    model_card(adapter_dir, repo_id, runs).save(staging_dir / "README.md")
     return staging_dir
 
 
@@ -284,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", required=True, help="output_dir of a training run")
     parser.add_argument("--repo", required=True, help="Hub repo id, e.g. you/qwen2.5-coder-0.5b-spider")
-    parser.add_argument("--metrics", default=None, help="evaluation metrics.json for the card's results")
+    parser.add_argument("--metrics", nargs="+", default=[],
+                        help="evaluation metrics.json files for the card's results (greedy first, then best of k)")
     parser.add_argument("--staging", default=None, help="staging folder (default: <adapter>/hub)")
     parser.add_argument("--gguf-base", default=None, help="base GGUF (or HF folder) for the GGUF adapter")
     parser.add_argument("--no-gguf", action="store_true", help="don't stage a GGUF adapter")

@@ -315,7 +315,8 @@ def main(
     if push_repo:
         from training.push import publish, stage
 
-        publish(stage(output_dir, output_dir / "hub", script_args.metrics_file, push_repo), push_repo)
+        metrics_files = [script_args.metrics_file] if script_args.metrics_file else []
+        publish(stage(output_dir, output_dir / "hub", metrics_files, push_repo), push_repo)
     return metrics
 
 

@@ -41,7 +41,7 @@ def test_a_greedy_run_is_scored_again_with_its_columns_put_right(tmp_path, spide
     column_fixes.main([str(run), "--split", "train", "--spider", str(SPIDER), "--workers", "1", "--out", str(tmp_path / "out")])
     [fixed] = map(json.loads, (tmp_path / "out" / "predictions.jsonl").read_text().splitlines())
     assert fixed["prediction"] == "SELECT COUNT(ClubName) FROM club"
-    assert fixed["warnings"] == ["Columns the model got wrong were put right: ClubNme -> ClubName"]
+    assert fixed["warnings"] == ["Names the model got wrong were put right: ClubNme -> ClubName"]
     comparison = json.loads((tmp_path / "out" / "comparison.json").read_text())
     assert comparison["changed"] == 1
     assert (comparison["ex"]["b_only"], comparison["ex"]["a_only"]) == (1, 0)

@@ -69,7 +69,7 @@ def test_evaluate_puts_column_names_right_unless_told_to_run_the_sql_as_written(
 
     [line] = lines(fixed / "predictions.jsonl")
     assert line["prediction"] == "SELECT COUNT(*) FROM singer WHERE Is_male = 'F'" and "fix_column_names" not in line
-    assert line["warnings"] == ["Columns the model got wrong were put right: Is_mal -> Is_male"]
+    assert line["warnings"] == ["Names the model got wrong were put right: Is_mal -> Is_male"]
     [line] = lines(written / "predictions.jsonl")
     assert line["prediction"] == misspelt and line["fix_column_names"] is False and line["warnings"] == []
     metrics = json.loads((written / "metrics.json").read_text())

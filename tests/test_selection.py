@@ -209,7 +209,7 @@ def test_a_greedy_answer_with_a_column_on_the_wrong_table_is_put_right_and_says_
     assert answer.generation.sql == (
         "SELECT T2.name FROM concert AS T1 JOIN singer AS T2 ON T2.id = T1.singer_id WHERE T1.year = '2015'")
     assert answer.result.rows == [("Ann",)]
-    assert answer.generation.warnings == ["Columns the model got wrong were put right: T1.name -> T2.name"]
+    assert answer.generation.warnings == ["Names the model got wrong were put right: T1.name -> T2.name"]
 
 
 def test_a_greedy_answer_that_left_out_a_table_gets_its_join(fake_model, database):
@@ -218,7 +218,7 @@ def test_a_greedy_answer_that_left_out_a_table_gets_its_join(fake_model, databas
     assert answer.generation.sql == "SELECT name FROM concert JOIN singer ON concert.singer_id = singer.id WHERE year = '2015'"
     assert answer.result.rows == [("Ann",)]
     assert answer.generation.warnings == [
-        "Columns the model got wrong were put right: name: joined singer on concert.singer_id = singer.id"]
+        "Names the model got wrong were put right: name: joined singer on concert.singer_id = singer.id"]
 
 
 @pytest.mark.parametrize("value", ["0", "off", "False"])

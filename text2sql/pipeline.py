@@ -8,9 +8,10 @@
     answer = ask(db, "How many singers do we have?", decoding=Decoding.auto())      # greedy; best of k if needed
     print(how_answered(answer.generation))
 
-The model's SQL goes to the sandbox with its column names put right where exactly one fix
-exists (``text2sql.sqlcheck.fix_column_names``: a column qualified with the wrong table of the
-query, a near-miss spelling); the answer's warnings say what changed.
+The model's SQL goes to the sandbox with its table and column names put right where exactly one
+fix exists (``text2sql.sqlcheck.fix_column_names``: a column qualified with the wrong table of
+the query, a column of a table one foreign key away, a near-miss spelling, a table named in the
+other number); the answer's warnings say what changed.
 
 ``Database`` pairs what the model sees (``schema``) with where SQL may run (``sandbox``):
 a SQLite file (optionally privately copied first, for uploads) or a pasted schema

@@ -9,11 +9,12 @@ and Spider's gold SQL relies on it), columns of derived tables and CTEs, and qua
 sqlglot's scopes can't place are left for SQLite to judge. Every dev gold query passes
 (tests/test_sqlcheck.py).
 
-``fix_column_names`` puts right the column mistakes small models make most, where only one fix
-exists: a column qualified with the wrong table of the query (``T2.name`` where only ``T1`` has
-``name``), a column of a table the query left out but one foreign key away (that table is
-joined), and a near-miss spelling. It touches only columns that cannot resolve, so a query that
-runs is never changed.
+``fix_column_names`` puts right the name mistakes small models make most, where only one fix
+exists: a table name that is a near miss or the other number of a table's (``Transcript`` for
+``Transcripts``), a column qualified with the wrong table of the query (``T2.name`` where only
+``T1`` has ``name``), a column of a table the query left out but one foreign key away (that table
+is joined), and a near-miss column spelling. It touches only names that cannot resolve, so a
+query that runs is never changed.
 
     from text2sql.sqlcheck import check_sql, fix_column_names
     check_sql("SELECT nme FROM singer", schema)   # "no such column: nme (... columns of singer: ...)"
@@ -136,9 +137,12 @@ def fixed_if_enabled(sql: str, schema: Schema) -> tuple[str, list[str]]:
 
 
 def fix_column_names(sql: str, schema: Schema) -> tuple[str, list[str]]:
-    """``sql`` with each column that cannot resolve put right where exactly one fix exists, and
-    the changes in words ("T2.name -> T1.name"); ``sql`` and [] when nothing changes.
+    """``sql`` with each table and column that cannot resolve put right where exactly one fix
+    exists, and the changes in words ("T2.name -> T1.name"); ``sql`` and [] when nothing changes.
 
+    A table that the schema lacks (and no CTE names) is renamed to the one table of the schema
+    whose name is that name with an "s" or "es" added or taken away, or else at least
+    ``CLOSE_SPELLING`` alike (columns qualified with its old name follow it). Then the columns:
     A qualified column whose table lacks it moves to the one other table of the query that has
     it; else it is respelt as the one column of that table whose name is at least
     ``CLOSE_SPELLING`` alike. An unqualified column that no table of the query has brings in the
@@ -155,7 +159,9 @@ def fix_column_names(sql: str, schema: Schema) -> tuple[str, list[str]]:
         return sql, []
     tables = {t.name.lower(): t for t in schema.tables}
     aliases = {a.alias.lower() for a in tree.find_all(exp.Alias)}
-    changes = []
+    changes = _respell_tables(tree, tables)
+    if changes:
+        scopes = traverse_scope(tree)
     for scope in scopes:
         visible, derived = _visible_tables(scope, tables)
         spelt = {alias: _alias_as_written(scope, alias) for alias in visible}
@@ -184,6 +190,39 @@ def fix_column_names(sql: str, schema: Schema) -> tuple[str, list[str]]:
             if after != before and f"{before} -> {after}" not in changes:
                 changes.append(f"{before} -> {after}")
     return (tree.sql(dialect="sqlite"), changes) if changes else (sql, [])
+
+
+def _respell_tables(tree: exp.Expression, tables: dict) -> list[str]:
+    """Rename each table of ``tree`` that is neither in the schema nor a CTE to the one schema
+    table it nearly names; the changes in words."""
+    ctes = {cte.alias.lower() for cte in tree.find_all(exp.CTE)}
+    changes = []
+    for table in list(tree.find_all(exp.Table)):
+        wrong = table.name
+        if not isinstance(table.this, exp.Identifier) or wrong.lower() in tables or wrong.lower() in ctes:
+            continue
+        meant = _table_meant(wrong.lower(), tables)
+        if meant is None:
+            continue
+        if not table.alias:  # columns qualified with the table's own name follow it
+            for column in tree.find_all(exp.Column):
+                if column.table.lower() == wrong.lower():
+                    column.set("table", exp.to_identifier(meant))
+        table.set("this", exp.to_identifier(meant))
+        if f"{wrong} -> {meant}" not in changes:
+            changes.append(f"{wrong} -> {meant}")
+    return changes
+
+
+def _table_meant(name: str, tables: dict) -> str | None:
+    """The one schema table whose name is ``name`` in the other number, else the one spelt
+    nearly like it; None when there isn't exactly one."""
+    numbers = {name + "s", name + "es", name.removesuffix("s"), name.removesuffix("es")} - {name}
+    for candidates in ([n for n in tables if n in numbers],
+                       difflib.get_close_matches(name, list(tables), n=2, cutoff=CLOSE_SPELLING)):
+        if candidates:
+            return tables[candidates[0]].name if len(candidates) == 1 else None
+    return None
 
 
 def _join_owner(scope: Scope, name: str, visible: dict, spelt: dict, tables: dict) -> str | None:
@@ -244,4 +283,4 @@ def _respell(column: exp.Column, tables: list) -> None:
 
 def fixes_note(changes: list[str]) -> str:
     """The changes ``fix_column_names`` made, as a warning shown with the answer."""
-    return "Columns the model got wrong were put right: " + "; ".join(changes)
+    return "Names the model got wrong were put right: " + "; ".join(changes)

@@ -251,8 +251,8 @@ class GenerateSQLResponse(BaseModel):
     valid: bool = Field(description="The SQL compiles against the schema and (on a database) runs")
     error: str | None = Field(description="Why it is not valid (the check's or the run's words)")
     decoding: Decoded
-    warnings: list[str] = Field(description="What to know about the SQL: the schema shown was cut, columns the "
-                                            "model got wrong were put right (text2sql.sqlcheck)")
+    warnings: list[str] = Field(description="What to know about the SQL: the schema shown was cut, table or "
+                                            "column names the model got wrong were put right (text2sql.sqlcheck)")
     columns: list[str] | None = Field(default=None, description="execute: the result's columns")
     rows: list[list[Any]] | None = Field(default=None, description="execute: the rows (at most max_rows)")
     truncated: bool | None = Field(default=None, description="execute: there were more rows than max_rows")

@@ -92,7 +92,7 @@ def _put_right(candidate) -> str:
     if not candidate.fixes:
         return ""
     counted = "" if candidate.votes else " (not counted: other candidates ran as written)"
-    return "column names put right: " + ", ".join(candidate.fixes) + counted
+    return "names put right: " + ", ".join(candidate.fixes) + counted
 
 
 def column_widths(frame: pd.DataFrame) -> list[str]:

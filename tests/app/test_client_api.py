@@ -95,13 +95,13 @@ def test_ask_generates_and_runs(client, fake_models, example_dbs):
 
 def test_ask_best_of_k_returns_the_candidates(client, fake_models, example_dbs):
     fake_models.enqueue(("SELECT count(*) FROM flights WHERE origin = 'LHR'", -1.0),
-                        ("SELECT count(*) FROM flight WHERE origin = 'LHR'", -0.1),
+                        ("SELECT count(*) FROM flight_log WHERE origin = 'LHR'", -0.1),
                         ("SELECT count(id) FROM flights WHERE origin = 'LHR'", -2.0), ("SELECT 7", -0.5))
     result = client.predict(database=handle_file(example_dbs["flights"]), question="How many flights leave Heathrow?",
                             mode="best-of-k", api_name="/ask")
     assert result["sql"] == "SELECT count(*) FROM flights WHERE origin = 'LHR'" and result["rows"] == [[3]]
     assert [c["votes"] for c in result["candidates"]] == [2, 0, 2, 1] and result["repair"] is None
-    assert result["candidates"][1]["error"].startswith("no such table: flight")
+    assert result["candidates"][1]["error"].startswith("no such table: flight_log")
 
 
 def test_generate_sql_best_of_k_keeps_the_contract(client, fake_models):

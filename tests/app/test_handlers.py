@@ -356,10 +356,10 @@ def test_generate_in_auto_mode_says_it_kept_the_greedy_answer_or_why_it_escalate
     _, sql, note, generated, candidates = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "", None)
     assert generated == "SELECT count(*) FROM orders" and candidates["visible"] is False
     assert "Auto: the greedy answer passed every check, so it was kept" in note
-    fake_models.enqueue("SELECT count(*) FROM order", *["SELECT count(*) FROM orders"] * 8)
+    fake_models.enqueue("SELECT count(*) FROM purchases", *["SELECT count(*) FROM orders"] * 8)
     _, sql, note, generated, candidates = handlers.generate(EXAMPLE, "shop", None, "", "How many orders?", "", None)
     assert generated == "SELECT count(*) FROM orders" and candidates["visible"] is True
-    assert "Auto: the greedy answer failed: no such table: order" in note
+    assert "Auto: the greedy answer failed: no such table: purchases" in note
     assert "so 8 candidates were voted on. Best of 8 (temperature 0.8): 8 of 8 candidates ran" in note
 
 
@@ -453,8 +453,8 @@ def test_candidates_put_right_say_what_changed_and_whether_they_counted():
     candidates = [Candidate(sql="SELECT T1.name FROM t AS T1", raw="", chatty=False, logprob=-0.5, tokens=2,
                             fixes=["T2.name -> T1.name"], votes=votes) for votes in (2, 0)]
     problems = candidates_frame(candidates)["problem"].tolist()
-    assert problems == ["column names put right: T2.name -> T1.name",
-                        "column names put right: T2.name -> T1.name (not counted: other candidates ran as written)"]
+    assert problems == ["names put right: T2.name -> T1.name",
+                        "names put right: T2.name -> T1.name (not counted: other candidates ran as written)"]
 
 
 def test_choosing_a_database_warms_its_prompt_prefix_once_the_model_is_loaded(handlers, fake_models, upload):

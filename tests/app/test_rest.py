@@ -27,7 +27,7 @@ def test_sql_put_right_says_so(client, fake_models):
     example = {"schema": "Table: users\nColumns: id, name, birth_year", "question": "How many users were born after 1990?"}
     body = client.post("/generate_sql", json=example).json()
     assert body["sql"] == "SELECT COUNT(*) FROM users WHERE birth_year > 1990" and body["valid"] is True
-    assert body["warnings"] == ["Columns the model got wrong were put right: birthyear -> birth_year"]
+    assert body["warnings"] == ["Names the model got wrong were put right: birthyear -> birth_year"]
 
 
 def test_the_original_contract(client, fake_models, tmp_path):
@@ -70,13 +70,13 @@ def test_greedy_mode(client, fake_models):
 
 
 def test_auto_is_the_default_and_says_why_it_escalated(client, fake_models):
-    fake_models.enqueue("SELECT count(*) FROM user WHERE age > 30",  # the greedy answer: no such table
+    fake_models.enqueue("SELECT count(*) FROM members WHERE age > 30",  # the greedy answer: no such table
                         *["SELECT count(*) FROM users WHERE age > 30"] * 8)
     body = client.post("/generate_sql", json=ORIGINAL_EXAMPLE).json()
     assert fake_models.calls == [("sample", 1, 1), ("sample", 1, 8)]
     assert body["sql"] == "SELECT count(*) FROM users WHERE age > 30" and body["valid"] is True
     assert body["decoding"]["answered_by"] == "best-of-k"
-    assert body["decoding"]["escalation"].startswith("failed: no such table: user")
+    assert body["decoding"]["escalation"].startswith("failed: no such table: members")
 
 
 def test_sql_that_does_not_compile_is_returned_with_valid_false_and_the_reason(client, fake_models):

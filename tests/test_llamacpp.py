@@ -364,6 +364,26 @@ def test_large_batches_are_split_to_fit_the_rows_and_the_kv_cells():
     assert [len(g) for g in split(None, long, 256, copies=1)] == [5, 1]
 
 
+def test_the_kv_cache_starts_small_and_doubles_when_a_batch_needs_more(registry, monkeypatch):
+    monkeypatch.setattr(llamacpp, "FIRST_CONTEXT_TOKENS", 256)
+    monkeypatch.setattr(llamacpp, "MAX_CONTEXT_TOKENS", 1024)
+    generator = engine.load_generator("smol", registry)
+    prompt_lengths = [generator.count_tokens(m) for m in PROMPTS]
+    assert 100 < max(prompt_lengths) < 256 - 24
+    generator.prefill(PROMPTS[0])  # what the app does when a database is chosen
+    greedy(generator, PROMPTS[:1])
+    assert generator.context.n_ctx == 256  # a question and its answer fit
+    batched = greedy(generator, PROMPTS)  # three prompts and their answers don't
+    assert generator.context.n_ctx == 512
+    sampled = generator.sample(PROMPTS, k=8, temperature=0.8, seed=0)  # 3 x (prompt + 8 x 24): split to fit 1024
+    assert generator.context.n_ctx == 1024
+    assert [len(c) for c in sampled] == [8, 8, 8]
+    # the schema prefix stored in the small cache, restored into the larger ones: still each prompt's greedy answer
+    for messages, output, candidates in zip(PROMPTS, batched, sampled):
+        assert_greedy(generator, messages, output.token_ids)
+        assert_greedy(generator, messages, candidates[0].token_ids)
+
+
 def test_without_llama_cpp_python_the_error_says_what_to_do(monkeypatch):
     from text2sql.backends import llama_runtime
     from text2sql.errors import ModelUnavailableError

@@ -47,9 +47,13 @@ from text2sql.sqlout import sql_is_complete
 
 MAX_ROWS = 64
 """Sequences decoding at once (prompts x candidates); larger batches are split."""
-CONTEXT_TOKENS = 16384
-"""KV cells of one context: the prompts of a batch plus every row's new tokens (Qwen2.5-0.5B:
-12 KB a cell, 192 MB)."""
+MAX_CONTEXT_TOKENS = 16384
+"""The most KV cells a context grows to: the prompts of a batch plus every row's new tokens
+(Qwen2.5-Coder-0.5B: 12 KB a cell, 192 MB; the 1.5B: 28 KB, 448 MB)."""
+FIRST_CONTEXT_TOKENS = 4096
+"""KV cells a context starts with: a question's prompt and its answer, or a short prompt's best
+of 8. It doubles when a batch needs more, so a server answering one question at a time keeps
+a quarter of the cache an evaluation's batches of 16 prompts need."""
 
 _models: dict[Path, LlamaModel] = {}
 _models_lock = threading.Lock()
@@ -194,7 +198,8 @@ class LlamaCppGenerator:
             self.origin += f" + LoRA adapter from {adapter_origin}"
         self.max_new_tokens = int(spec.generation.get("max_new_tokens", settings.max_new_tokens))
         threads = settings.threads or len(os.sched_getaffinity(0))
-        self.context = LlamaContext(self.model, adapter, CONTEXT_TOKENS, MAX_ROWS + 1, threads)
+        self.adapter, self.threads = adapter, threads
+        self.context = LlamaContext(self.model, adapter, FIRST_CONTEXT_TOKENS, MAX_ROWS + 1, threads)
         self.max_prompt_tokens = min(settings.max_prompt_tokens, self.model.n_ctx_train - self.max_new_tokens)
         self.template = ChatTemplate(self.model.chat_template(), self.model.special_tokens())
         self.prefixes = PrefixStates(settings.prefix_cache_mb * 2**20)  # states depend on the adapter: one store each
@@ -220,7 +225,7 @@ class LlamaCppGenerator:
         if len(prefix) < MIN_REUSED_PREFIX:
             return
         with self.lock:
-            self.context.clear()
+            self._context_for(len(prefix)).clear()
             self._restore_prefix(prefix)
             self.context.clear()
 
@@ -279,15 +284,27 @@ class LlamaCppGenerator:
         for ids in token_ids:
             candidate = group + [ids]
             cells = sum(map(len, candidate)) + len(candidate) * copies * max_new_tokens
-            if group and (len(candidate) * copies > MAX_ROWS or cells > CONTEXT_TOKENS):
+            if group and (len(candidate) * copies > MAX_ROWS or cells > MAX_CONTEXT_TOKENS):
                 yield group
                 candidate = [ids]
             group = candidate
         if group:
             yield group
 
+    def _context_for(self, cells: int) -> LlamaContext:
+        """The context, grown first (doubling, up to ``MAX_CONTEXT_TOKENS``) if it has fewer than
+        ``cells`` KV cells. Stored prefixes are copies, so they outlive the old one."""
+        size = self.context.n_ctx
+        if cells > size:
+            while size < min(cells, MAX_CONTEXT_TOKENS):
+                size *= 2
+            self.context = None  # the old cache goes before the new one is allocated
+            self.context = LlamaContext(self.model, self.adapter, min(size, MAX_CONTEXT_TOKENS), MAX_ROWS + 1,
+                                        self.threads)
+        return self.context
+
     def _decode_group(self, token_ids, max_new_tokens, copies, pick) -> tuple[list[list[int]], list[float]]:
-        context = self.context
+        context = self._context_for(sum(map(len, token_ids)) + len(token_ids) * copies * max_new_tokens)
         context.clear()
         shared = common_prefix_length(token_ids)
         start = self._restore_prefix(token_ids[0][:shared]) if shared >= MIN_REUSED_PREFIX else 0

@@ -35,8 +35,9 @@ def test_recipe_parses(recipe):
         assert model.model_name_or_path.count("/") == 1  # a real Hub id, never a local path
     assert training.output_dir.startswith("runs/")
     assert script.prefix_packing
-    # on, except the CPU recipe: 1.20x faster steps without it, for 10.5 GB (docs/training.md)
-    assert training.activation_checkpointing == (recipe.stem != "qwen2.5-coder-0.5b-cpu")
+    # on everywhere: the CPU recipe ran without it (1.20x faster steps) until the kernel killed it
+    # for memory at step 658 (docs/training.md)
+    assert training.activation_checkpointing
     assert training.report_to in ([], ["none"], "none")
     assert 0 < data.validation_fraction < 0.2
 

@@ -139,6 +139,15 @@ def setup_run_log(output_dir: Path) -> None:
     transformers.logging.disable_default_handler()
 
 
+def resident_gb() -> float:
+    """This process's resident memory now (Linux; the peak elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * resource.getpagesize() / 1024**3
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
 def run_log_callback():
     import time
 
@@ -146,7 +155,8 @@ def run_log_callback():
 
     class RunLog(TrainerCallback):
         """Every logged step (loss, lr, eval loss, tokens so far) into the run log as one JSON
-        line, with the last step's seconds and the time left at the pace of the last 10 steps."""
+        line, with the last step's seconds, the time left at the pace of the last 10 steps and
+        the process's resident memory."""
 
         def __init__(self):
             self.step_seconds: list[float] = []
@@ -164,6 +174,7 @@ def run_log_callback():
                 recent = self.step_seconds[-10:]
                 line["step_s"] = round(self.step_seconds[-1], 1)
                 line["eta_h"] = round((state.max_steps - state.global_step) * sum(recent) / len(recent) / 3600, 2)
+                line["rss_gb"] = round(resident_gb(), 2)
             logger.info(json.dumps(line))
 
     return RunLog()
@@ -255,7 +266,7 @@ def main(
 ) -> dict:
     """Train as the recipe says; the train (and eval) metrics. ``callbacks``: more
     TrainerCallbacks (benchmarks/gpu_recipes.py times the steps with one)."""
-    from training.backends import choose_backend
+    from training.backends import MMAP_THRESHOLD_BYTES, choose_backend, map_large_allocations
 
     # unsloth's attention kernels don't take the packing's 4D mask, and packing saves more
     # (~8x fewer tokens against unsloth's ~2x), so unsloth is only used without packing.
@@ -269,6 +280,8 @@ def main(
     if main_process:
         setup_run_log(output_dir)
     logger.info(f"backend {backend.describe()}")
+    if not backend.device.startswith("cuda") and map_large_allocations():
+        logger.info(f"malloc maps blocks of {MMAP_THRESHOLD_BYTES >> 20} MiB and more, so freed activations go back to the system")
     if training_args.bf16 != backend.bf16:
         logger.info(f"bf16 autocast {'on' if backend.bf16 else 'off'} for this backend (the recipe said {training_args.bf16})")
         # mixed_precision is derived from bf16 when the config is built: keep them in step

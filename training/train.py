@@ -180,6 +180,20 @@ def run_log_callback():
     return RunLog()
 
 
+def release_memory_callback():
+    from transformers import TrainerCallback
+
+    from training.backends import release_freed_memory
+
+    class ReleaseFreedMemory(TrainerCallback):
+        """After each step, the freed activations' pages back to the system (CPU training)."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            release_freed_memory()
+
+    return ReleaseFreedMemory()
+
+
 def datasets_for(script_args: TrainArguments, sft, tokenizer):
     """(train, eval, trainer class): packs for shared-prefix packing, else the records."""
     from datasets import Dataset
@@ -266,7 +280,7 @@ def main(
 ) -> dict:
     """Train as the recipe says; the train (and eval) metrics. ``callbacks``: more
     TrainerCallbacks (benchmarks/gpu_recipes.py times the steps with one)."""
-    from training.backends import MMAP_THRESHOLD_BYTES, choose_backend, map_large_allocations
+    from training.backends import choose_backend, release_freed_memory
 
     # unsloth's attention kernels don't take the packing's 4D mask, and packing saves more
     # (~8x fewer tokens against unsloth's ~2x), so unsloth is only used without packing.
@@ -280,8 +294,9 @@ def main(
     if main_process:
         setup_run_log(output_dir)
     logger.info(f"backend {backend.describe()}")
-    if not backend.device.startswith("cuda") and map_large_allocations():
-        logger.info(f"malloc maps blocks of {MMAP_THRESHOLD_BYTES >> 20} MiB and more, so freed activations go back to the system")
+    if not backend.device.startswith("cuda") and release_freed_memory():
+        callbacks = (*callbacks, release_memory_callback())
+        logger.info("freed heap memory goes back to the system after each step (malloc_trim)")
     if training_args.bf16 != backend.bf16:
         logger.info(f"bf16 autocast {'on' if backend.bf16 else 'off'} for this backend (the recipe said {training_args.bf16})")
         # mixed_precision is derived from bf16 when the config is built: keep them in step

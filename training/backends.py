@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -73,11 +74,17 @@ def release_freed_memory() -> bool:
     between live ones stay resident. The one-epoch CPU run grew ~120 MB a step that way until
     the kernel killed it at 24 GB. Trimming after each step costs little; mapping every block of
     1 MiB or more instead (``mallopt``) held the memory too but made steps 1.3x slower."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    if not hasattr(libc, "malloc_trim"):
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    libc.malloc_trim(0)
+    trim(0)
     return True
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None; looked up once (``find_library`` runs ``ldconfig``)."""
+    return getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
 
 
 def resolve_model(name_or_path: str, revision: str | None = None) -> tuple[str, str | None]:

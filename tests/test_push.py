@@ -174,3 +174,38 @@ def test_an_upload_is_one_commit_and_prints_the_revision_to_pin(tmp_path, traine
 def test_a_folder_without_an_adapter_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         push.stage(tmp_path, tmp_path / "hub", [], "me/x")
+
+
+def test_a_milestone_is_published_with_its_log_and_the_given_recipe(tmp_path, tiny_adapter_dirs):
+    """A committed milestone holds the adapter and trainer state only: the card gets the loss
+    curve and summary from the state, the recipe from --recipe, the tokenizer from the base."""
+    milestone = tmp_path / "checkpoint-12"
+    shutil.copytree(tiny_adapter_dirs["a"], milestone)
+    config = json.loads((milestone / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    (milestone / "adapter_config.json").write_text(json.dumps(config))
+    history = [{"step": i, "loss": 0.5 / i, "num_tokens": 100.0 * i} for i in range(1, 13)]
+    history.append({"step": 12, "eval_loss": 0.25})
+    state = {"global_step": 12, "max_steps": 24, "epoch": 0.5, "log_history": history}
+    (milestone / "trainer_state.json").write_text(json.dumps(state))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model_name_or_path: Qwen/Qwen2.5-Coder-0.5B-Instruct\nlora_r: 32\n")
+
+    staged = tmp_path / "hub"
+    push.main(["--adapter", str(milestone), "--repo", "me/q", "--recipe", str(recipe), "--staging", str(staged),
+               "--no-gguf"])
+
+    summary = json.loads((staged / "train_results.json").read_text())
+    assert summary["global_step"] == 12 and summary["num_tokens"] == 1200.0 and summary["last_eval_loss"] == 0.25
+    assert summary["mean_train_loss"] == pytest.approx(sum(0.5 / i for i in range(1, 13)) / 12)
+    assert json.loads((staged / "loss_curve.json").read_text()) == history
+    assert (staged / "loss_curve.png").read_bytes().startswith(b"\x89PNG")
+    card = ModelCard.load(staged / "README.md")
+    assert "lora_r: 32" in card.text and '"global_step": 12' in card.text
+    assert 'AutoTokenizer.from_pretrained("Qwen/Qwen2.5-Coder-0.5B-Instruct")' in card.text
+    assert "trainer_state.json" not in {p.name for p in staged.iterdir()}
+
+
+def test_a_run_with_its_tokenizer_names_itself_for_the_tokenizer(tmp_path, trained_dir):
+    card = ModelCard.load(push.stage(trained_dir, tmp_path / "hub", [], "me/q") / "README.md")
+    assert 'AutoTokenizer.from_pretrained("me/q")' in card.text

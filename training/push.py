@@ -3,6 +3,10 @@
     python -m training.push --adapter runs/qwen2.5-coder-0.5b-cpu --repo you/qwen2.5-coder-0.5b-spider \\
         [--metrics results/RUN/metrics.json results/RUN-best-of-8/metrics.json ...] [--staging DIR] \\
         [--gguf-base BASE.gguf | --no-gguf]
+    python -m training.push --adapter training/milestones/RUN/checkpoint-N --recipe training/recipes/R.yaml ...
+
+A milestone (what a long run commits; no recipe, tokenizer or final summary) is published as
+it is: its loss curve and training summary come from its ``trainer_state.json``.
 
 The adapter is also staged as a GGUF adapter (``adapter_model.gguf``, llama.cpp's converter:
 ``text2sql.lora_gguf``) for the llama.cpp backend, made against ``--gguf-base`` (default: the
@@ -36,9 +40,7 @@ CARD_FILES = [
     "chat_template.jinja",
     "special_tokens_map.json",
     "recipe.yaml",
-    "train_results.json",
     "eval_results.json",
-    "loss_curve.json",
 ]
 LOSS_PLOT = "loss_curve.png"
 HARDNESS = ("easy", "medium", "hard", "extra")
@@ -92,7 +94,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 base = AutoModelForCausalLM.from_pretrained("{{ base_model }}")
 model = PeftModel.from_pretrained(base, "{{ repo_id }}")
-tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}")
+tokenizer = AutoTokenizer.from_pretrained("{{ tokenizer_repo }}")
 ```
 """
 
@@ -169,13 +171,48 @@ def _evaluation_view(runs: list[dict]) -> dict | None:
     }
 
 
-def model_card(adapter_dir: Path, repo_id: str, runs: list[dict] = ()):
-    """The card, with ``runs`` (evaluation metrics, one per way of decoding) as its results."""
+def training_history(adapter_dir: Path) -> list[dict] | None:
+    """Every logged step: a finished run's ``loss_curve.json``, else a checkpoint's or
+    milestone's ``trainer_state.json`` (the same log history)."""
+    if (adapter_dir / "loss_curve.json").is_file():
+        return json.loads((adapter_dir / "loss_curve.json").read_text())
+    if (adapter_dir / "trainer_state.json").is_file():
+        return json.loads((adapter_dir / "trainer_state.json").read_text()).get("log_history")
+    return None
+
+
+def training_summary(adapter_dir: Path) -> dict | None:
+    """A finished run's ``train_results.json``; for a milestone, what its trainer state says:
+    step, epoch, tokens seen, mean training loss over the logged steps, the last held-out loss."""
+    if (adapter_dir / "train_results.json").is_file():
+        return json.loads((adapter_dir / "train_results.json").read_text())
+    if not (adapter_dir / "trainer_state.json").is_file():
+        return None
+    state = json.loads((adapter_dir / "trainer_state.json").read_text())
+    history = state.get("log_history", [])
+    losses = [e["loss"] for e in history if "loss" in e]
+    tokens = [e["num_tokens"] for e in history if "num_tokens" in e]
+    held_out = [e["eval_loss"] for e in history if "eval_loss" in e]
+    return {
+        "global_step": state.get("global_step"),
+        "max_steps": state.get("max_steps"),
+        "epoch": state.get("epoch"),
+        "num_tokens": tokens[-1] if tokens else None,
+        "mean_train_loss": sum(losses) / len(losses) if losses else None,
+        "last_eval_loss": held_out[-1] if held_out else None,
+    }
+
+
+def model_card(adapter_dir: Path, repo_id: str, runs: list[dict] = (), staging_dir: Path | None = None):
+    """The card, with ``runs`` (evaluation metrics, one per way of decoding) as its results;
+    the recipe, training metrics and tokenizer are looked for in ``staging_dir`` (default:
+    ``adapter_dir``), the folder that goes to the Hub."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    staged = staging_dir or adapter_dir
     base_model = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    recipe_file = adapter_dir / "recipe.yaml"
-    train_file = adapter_dir / "train_results.json"
+    recipe_file = staged / "recipe.yaml"
+    summary = training_summary(adapter_dir)
     data = ModelCardData(
         base_model=base_model,
         library_name="peft",
@@ -195,8 +232,10 @@ def model_card(adapter_dir: Path, repo_id: str, runs: list[dict] = ()):
         repo_id=repo_id,
         evaluation=_evaluation_view(list(runs)),
         recipe=recipe_file.read_text() if recipe_file.is_file() else "(recipe.yaml missing)\n",
-        train_metrics=json.dumps(json.loads(train_file.read_text())) if train_file.is_file() else "n/a",
-        loss_plot=LOSS_PLOT if (adapter_dir / "loss_curve.json").is_file() else None,
+        train_metrics=json.dumps(summary) if summary else "n/a",
+        loss_plot=LOSS_PLOT if training_history(adapter_dir) else None,
+        # A milestone carries no tokenizer; LoRA leaves the base's unchanged.
+        tokenizer_repo=repo_id if (staged / "tokenizer.json").is_file() else base_model,
     )
 
 
@@ -206,10 +245,13 @@ def stage(
     metrics_files: list[str | Path],
     repo_id: str,
     gguf_base: str | Path | None = None,
+    recipe: str | Path | None = None,
 ) -> Path:
     """A folder holding exactly what goes to the Hub: the adapter's files (weights in bf16),
-    README.md (its results from ``metrics_files``, evaluation ``metrics.json`` of one split),
-    and with ``gguf_base`` (a base GGUF or Hugging Face folder) the GGUF adapter."""
+    its training log and summary, README.md (its results from ``metrics_files``, evaluation
+    ``metrics.json`` of one split), and with ``gguf_base`` (a base GGUF or Hugging Face folder)
+    the GGUF adapter. ``adapter_dir`` is a training run's output or a milestone
+    (``training/milestones/RUN/checkpoint-N``, which holds no recipe: give ``recipe``)."""
     adapter_dir, staging_dir = Path(adapter_dir), Path(staging_dir)
     for required in ("adapter_config.json", "adapter_model.safetensors"):
         if not (adapter_dir / required).is_file():
@@ -220,17 +262,23 @@ def stage(
     for name in CARD_FILES:
         if (adapter_dir / name).is_file():
             shutil.copy2(adapter_dir / name, staging_dir / name)
+    if recipe and not (adapter_dir / "recipe.yaml").is_file():
+        shutil.copy2(recipe, staging_dir / "recipe.yaml")
     save_as_bf16(staging_dir / "adapter_model.safetensors")
     if gguf_base:
         from text2sql.lora_gguf import GGUF_NAME, convert
 
         convert(staging_dir, Path(gguf_base), staging_dir / GGUF_NAME)
-    if (adapter_dir / "loss_curve.json").is_file():
-        plot_loss_curve(json.loads((adapter_dir / "loss_curve.json").read_text()), staging_dir / LOSS_PLOT)
+    history, summary = training_history(adapter_dir), training_summary(adapter_dir)
+    if history:
+        (staging_dir / "loss_curve.json").write_text(json.dumps(history, indent=1))
+        plot_loss_curve(history, staging_dir / LOSS_PLOT)
+    if summary:
+        (staging_dir / "train_results.json").write_text(json.dumps(summary, indent=4))
     runs = [json.loads(Path(f).read_text()) for f in metrics_files]
     if len({(m.get("split", "dev"), m.get("n")) for m in runs}) > 1:
         raise ValueError("The metrics files are of different evaluations (split or number of questions).")
-    model_card(adapter_dir, repo_id, runs).save(staging_dir / "README.md")
+    model_card(adapter_dir, repo_id, runs, staging_dir).save(staging_dir / "README.md")
     return staging_dir
 
 
@@ -312,7 +360,8 @@ def default_gguf_base(adapter_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--adapter", required=True, help="output_dir of a training run")
+    parser.add_argument("--adapter", required=True, help="output_dir of a training run, or a milestone folder")
+    parser.add_argument("--recipe", default=None, help="the recipe YAML, for an adapter folder without recipe.yaml")
     parser.add_argument("--repo", required=True, help="Hub repo id, e.g. you/qwen2.5-coder-0.5b-spider")
     parser.add_argument("--metrics", nargs="+", default=[],
                         help="evaluation metrics.json files for the card's results (greedy first, then best of k)")
@@ -322,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     options = parser.parse_args(argv)
     gguf_base = None if options.no_gguf else options.gguf_base or default_gguf_base(Path(options.adapter))
     staging = stage(options.adapter, options.staging or Path(options.adapter) / "hub", options.metrics, options.repo,
-                    gguf_base)
+                    gguf_base, options.recipe)
     publish(staging, options.repo)
 
 

@@ -43,7 +43,8 @@ def fixed_lines(predictions: list[dict], spider) -> list[dict]:
         schema = schemas.setdefault(line["db_id"], spider.schema(line["db_id"]))
         sql, fixes = fix_column_names(line["prediction"], schema) if line["prediction"] else (line["prediction"], [])
         warnings = (line.get("warnings") or []) + ([fixes_note(fixes)] if fixes else [])
-        lines.append({**line, "prediction": sql, "warnings": warnings})
+        # The line now says its SQL was put right, so the run's metrics aren't labelled "as written".
+        lines.append({**line, "prediction": sql, "warnings": warnings, "fix_column_names": True})
     return lines
 
 

@@ -31,7 +31,8 @@ def test_a_greedy_run_is_scored_again_with_its_columns_put_right(tmp_path, spide
     example = club_question(spider, "SELECT count(*) FROM club")  # 4 clubs
     base = {"db_id": "club_1", "raw": "", "chatty": False, "latency_ms": 1.0, "warnings": [], "model": "m",
             "question": example.question}
-    lines = [{**base, "id": example.id, "prediction": "SELECT count(ClubNme) FROM club"}]  # misspelt: fails
+    lines = [{**base, "id": example.id, "prediction": "SELECT count(ClubNme) FROM club",  # misspelt: fails
+              "fix_column_names": False}]  # generated with --no-column-fixes
     run = tmp_path / "run"
     run.mkdir()
     (run / "predictions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -46,6 +47,8 @@ def test_a_greedy_run_is_scored_again_with_its_columns_put_right(tmp_path, spide
     assert comparison["changed"] == 1
     assert (comparison["ex"]["b_only"], comparison["ex"]["a_only"]) == (1, 0)
     assert comparison["valid_sql"]["b"] == 1.0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert "fix_column_names" not in metrics  # at its default (put right): not labelled "SQL as written"
 
 
 @needs_spider

@@ -95,6 +95,19 @@ def test_card_reports_each_way_of_decoding_with_its_engine(tmp_path, trained_dir
     assert "- best of 8: llama.cpp (qwen2 1B Q4_K - Medium; 2 threads), CPU avx512_bf16" in card.text
 
 
+def test_card_tells_sql_as_written_from_sql_put_right(tmp_path, trained_dir):
+    as_written = {**METRICS, "ex": 0.626, "decoding": {"mode": "greedy"}, "fix_column_names": False}
+    (tmp_path / "as-written.json").write_text(json.dumps(as_written))
+    (tmp_path / "put-right.json").write_text(json.dumps({**METRICS, "ex": 0.68, "decoding": {"mode": "greedy"}}))
+    staged = push.stage(trained_dir, tmp_path / "hub", [tmp_path / "as-written.json", tmp_path / "put-right.json"], "me/q")
+
+    card = ModelCard.load(staged / "README.md")
+    results = {(r.metric_type, r.metric_config): r.metric_value for r in card.data.eval_results}
+    assert results[("execution_accuracy", "greedy, SQL as written")] == 0.626
+    assert results[("execution_accuracy", "greedy")] == 0.68
+    assert "| greedy, SQL as written | 62.6%" in card.text and "| greedy | 68.0%" in card.text
+
+
 def test_metrics_of_different_evaluations_are_refused(tmp_path, trained_dir):
     (tmp_path / "dev.json").write_text(json.dumps(METRICS))
     (tmp_path / "train.json").write_text(json.dumps({**METRICS, "split": "train", "n": 442}))

@@ -109,9 +109,11 @@ def with_interval(value: float | None, interval: list | None) -> str:
 
 
 def decoding_label(metrics: dict) -> str:
-    """"greedy" or "best of K", from a run's ``decoding`` (runs from before it was recorded were greedy)."""
+    """"greedy" or "best of K", from a run's ``decoding`` (runs from before it was recorded were
+    greedy), with ", SQL as written" for a run whose column names were not put right."""
     decoding = metrics.get("decoding") or {}
-    return f"best of {decoding['k']}" if decoding.get("mode") == "best-of-k" else "greedy"
+    label = f"best of {decoding['k']}" if decoding.get("mode") == "best-of-k" else "greedy"
+    return label + (", SQL as written" if metrics.get("fix_column_names") is False else "")
 
 
 def eval_results(runs: list[dict]) -> list:

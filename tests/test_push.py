@@ -108,6 +108,14 @@ def test_card_tells_sql_as_written_from_sql_put_right(tmp_path, trained_dir):
     assert "| greedy, SQL as written | 62.6%" in card.text and "| greedy | 68.0%" in card.text
 
 
+def test_card_names_the_cpu_kinds_a_run_was_made_on(tmp_path, trained_dir):
+    mixed = {**METRICS, "engine": "llama.cpp", "cpu": {"amx": 314, "avx512_bf16": 128}}
+    (tmp_path / "mixed.json").write_text(json.dumps(mixed))
+    staged = push.stage(trained_dir, tmp_path / "hub", [tmp_path / "mixed.json"], "me/q")
+    card = ModelCard.load(staged / "README.md")
+    assert "- greedy: llama.cpp, CPU amx ×314, avx512_bf16 ×128\n\n## Training" in card.text
+
+
 def test_metrics_of_different_evaluations_are_refused(tmp_path, trained_dir):
     (tmp_path / "dev.json").write_text(json.dumps(METRICS))
     (tmp_path / "train.json").write_text(json.dumps({**METRICS, "split": "train", "n": 442}))

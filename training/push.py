@@ -75,7 +75,8 @@ EX by Spider hardness:
 {% for run in evaluation.runs %}{% if run.engine %}- {{ run.label }}: {{ run.engine }}{% if run.cpu %}, CPU {{ run.cpu }}{% endif %}
 {% endif %}{% endfor %}{% else %}
 Not evaluated yet: publish with `--metrics results/<run>/metrics.json` to add the results.
-{% endif %}## Training
+{% endif %}
+## Training
 
 Training metrics: {{ train_metrics }}
 {% if loss_plot %}
@@ -145,6 +146,14 @@ def eval_results(runs: list[dict]) -> list:
     return results
 
 
+def cpu_text(kinds: dict | str | None) -> str | None:
+    """The CPU kind(s) a run was generated on, as the leaderboard writes them ("avx512_bf16",
+    "amx ×314, avx512_bf16 ×128")."""
+    from text2sql.leaderboard import cpu_label
+
+    return cpu_label(kinds) if isinstance(kinds, dict) and kinds else kinds or None
+
+
 def _evaluation_view(runs: list[dict]) -> dict | None:
     if not runs:
         return None
@@ -165,7 +174,7 @@ def _evaluation_view(runs: list[dict]) -> dict | None:
                 "valid_text": percent(m.get("valid_sql_rate")),
                 "chatty_text": percent(m.get("chatty_rate")),
                 "engine": m.get("engine"),
-                "cpu": m.get("cpu"),
+                "cpu": cpu_text(m.get("cpu")),
             }
             for m in runs
         ],
